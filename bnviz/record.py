@@ -1,0 +1,263 @@
+"""What a training run keeps: compact numbers about the tensors, never the tensors themselves.
+
+A snapshot of one tap (a layer's pre-activation, BN output, ...) at one step is a histogram on
+fixed bin edges, a handful of percentiles, its mean/std and its fraction of exact zeros: a few
+hundred bytes whatever the batch or layer size. Snapshots are thinned as a run grows (every other
+one dropped and the cadence doubled, the newest always kept), so a 50,000-step run holds no more
+than a 1,000-step one.
+
+Statistics are computed in numpy from one sort of the tapped values: on these CPUs numpy sorts a
+6,400-value float32 array ~10x faster than ``torch.sort``, and every number we keep (counts,
+percentiles, zeros) follows from the sorted array by ``searchsorted`` and indexing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Generic, Iterator, TypeVar
+
+import numpy as np
+import torch
+
+from .config import Config
+from .models import TAPS
+
+# 15/50/85 are Ioffe & Szegedy's Figure 1; 0/7/16/31/50/69/84/93/100 are TensorBoard's
+# distribution bands (the normal's +-0.5, 1, 1.5 sigma and the extremes). Kept as one sorted set.
+IOFFE_PERCENTILES = (15, 50, 85)
+TENSORBOARD_PERCENTILES = (0, 7, 16, 31, 50, 69, 84, 93, 100)
+PERCENTILES = tuple(sorted(set(IOFFE_PERCENTILES) | set(TENSORBOARD_PERCENTILES)))
+
+_WIDE = np.linspace(-8.0, 8.0, 161, dtype=np.float32)
+
+
+def bin_edges(tap: str, config: Config) -> np.ndarray:
+    """Fixed histogram edges for one tap point, chosen from the activation's range.
+
+    Fixed (not per-snapshot) so histograms of different steps and of the with/without-BN runs
+    are directly comparable; values outside are counted as ``below``/``above``, never dropped.
+    """
+    ends_in_activation = not (config.has_norm and config.placement == "after")
+    if not (tap == "post_activation" or (tap == "output" and ends_in_activation)):
+        return _WIDE
+    lo, hi = {"relu": (0.0, 5.0), "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}[config.activation]
+    if tap == "output" and config.dropout > 0 and config.dropout_position == "after_activation":
+        hi = hi / (1.0 - config.dropout)  # inverted dropout scales kept values by 1/keep
+        lo = lo / (1.0 - config.dropout)
+    return np.linspace(lo, hi, 101, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TapStats:
+    """Summary of all values at one tap in one forward pass (all samples, all units)."""
+
+    counts: np.ndarray          # int32, one per bin of the tap's edges; bins [e_i, e_i+1), last closed
+    below: int                  # values under the first edge
+    above: int                  # values over the last edge
+    nonfinite: int              # NaN / inf values (a diverging run)
+    percentiles: np.ndarray     # float32 at PERCENTILES, over all finite values (numpy "linear")
+    unit_percentiles: np.ndarray  # float32 at PERCENTILES for unit/channel 0 alone, over the batch
+    mean: float
+    std: float                  # population standard deviation (ddof = 0)
+    zero_frac: float            # fraction of values exactly 0.0 (dead ReLUs)
+    n: int                      # number of values summarised
+
+
+def _sorted_percentiles(s: np.ndarray) -> np.ndarray:
+    """numpy's default ("linear") percentiles of an already sorted array."""
+    if s.size == 0:
+        return np.full(len(PERCENTILES), np.nan, dtype=np.float32)
+    pos = np.asarray(PERCENTILES, dtype=np.float64) / 100.0 * (s.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, s.size - 1)
+    frac = pos - lo
+    a, b = s[lo].astype(np.float64), s[hi].astype(np.float64)
+    return (a + (b - a) * frac).astype(np.float32)
+
+
+def tap_stats(x: torch.Tensor, edges: np.ndarray) -> TapStats:
+    """Summarise a tapped tensor of shape (N, C, ...) on the fixed ``edges``."""
+    values = x.detach().reshape(-1).numpy()
+    finite = np.isfinite(values)
+    nonfinite = int(values.size - np.count_nonzero(finite))
+    if nonfinite:
+        values = values[finite]
+    s = np.sort(values)
+    n = s.size
+    left = np.searchsorted(s, edges, side="left")
+    last = np.searchsorted(s, edges[-1], side="right")
+    counts = np.diff(np.append(left[:-1], last)).astype(np.int32)
+    if n:
+        total = s.sum(dtype=np.float64)
+        mean = total / n
+        var = max(float(np.dot(s, s)) / n - mean * mean, 0.0)
+        zeros = np.searchsorted(s, 0.0, side="right") - np.searchsorted(s, 0.0, side="left")
+    else:
+        mean, var, zeros = math.nan, math.nan, 0
+    unit = x.detach()[:, 0].reshape(-1).numpy() if x.dim() > 1 else x.detach().numpy()
+    unit = np.sort(unit[np.isfinite(unit)])
+    return TapStats(counts=counts, below=int(left[0]), above=int(n - last), nonfinite=nonfinite,
+                    percentiles=_sorted_percentiles(s), unit_percentiles=_sorted_percentiles(unit),
+                    mean=float(mean), std=math.sqrt(var), zero_frac=float(zeros) / n if n else math.nan, n=n)
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-channel state of one normalization layer at one step (float32 arrays, length C)."""
+
+    batch_mean: np.ndarray | None    # of the layer's input over the batch (and spatial axes)
+    batch_var: np.ndarray | None     # biased, as used to normalize
+    running_mean: np.ndarray | None  # after this step's update
+    running_var: np.ndarray | None   # unbiased, as torch stores it
+    weight: np.ndarray | None        # gamma
+    bias: np.ndarray | None          # beta
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().float().numpy().copy()
+
+
+def norm_stats(module: torch.nn.Module, norm_input: torch.Tensor | None) -> NormStats:
+    batch_mean = batch_var = None
+    if norm_input is not None and norm_input.dim() >= 2:
+        dims = [0] + list(range(2, norm_input.dim()))
+        batch_var, batch_mean = torch.var_mean(norm_input, dim=dims, correction=0)
+    return NormStats(batch_mean=_np(batch_mean), batch_var=_np(batch_var),
+                     running_mean=_np(getattr(module, "running_mean", None)),
+                     running_var=_np(getattr(module, "running_var", None)),
+                     weight=_np(getattr(module, "weight", None)), bias=_np(getattr(module, "bias", None)))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything recorded at one training step (the forward pass that used the weights after
+    ``step`` updates)."""
+
+    step: int
+    taps: dict[tuple[int, str], TapStats]   # (layer index, tap name) -> stats
+    norms: dict[int, NormStats]             # layer index -> per-channel norm state
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """Accuracy and population statistics after ``step`` updates."""
+
+    step: int
+    train_loss: float              # eval mode, on (up to 2,048 of) the training set
+    train_acc: float
+    test_loss: float               # eval mode: BN uses its running statistics
+    test_acc: float
+    test_acc_batch_stats: float    # BN in training mode on test batches (batch statistics)
+    test_acc_population: float     # BN with running stats replaced by the population stats
+    population: dict[int, tuple[np.ndarray, np.ndarray]]  # layer -> (mean, unbiased var) of BN input
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Thinned(Generic[T]):
+    """A bounded series: records every ``stride`` steps; past ``cap`` items it drops every other
+    item and doubles the stride, so memory is O(cap) however long the run, with even spacing.
+    The newest item is always kept."""
+
+    cap: int
+    stride: int = 1
+    steps: list[int] = field(default_factory=list)
+    items: list[T] = field(default_factory=list)
+
+    def due(self, step: int) -> bool:
+        return step % self.stride == 0
+
+    def add(self, step: int, item: T) -> None:
+        if self.steps and self.steps[-1] == step:
+            self.items[-1] = item
+            return
+        self.steps.append(step)
+        self.items.append(item)
+        if len(self.items) > self.cap:
+            self.stride *= 2
+            keep = [i for i, s in enumerate(self.steps) if s % self.stride == 0]
+            if keep[-1] != len(self.steps) - 1:
+                keep.append(len(self.steps) - 1)
+            self.steps = [self.steps[i] for i in keep]
+            self.items = [self.items[i] for i in keep]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __getitem__(self, i: int) -> T:
+        return self.items[i]
+
+
+@dataclass
+class History:
+    """The compact record of one run; what every figure is drawn from."""
+
+    config: Config
+    layer_names: list[str]
+    edges: dict[str, np.ndarray]
+    snapshots: Thinned[Snapshot]
+    losses: Thinned[tuple[float, float]]      # (training loss, batch accuracy) per step
+    evals: Thinned[EvalPoint]
+    diverged_at: int | None = None            # step whose loss was NaN/inf
+    stopped_at: int | None = None             # step at which the progress callback stopped the run
+    elapsed_s: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.diverged_at is None and self.stopped_at is None
+
+    @property
+    def taps(self) -> list[str]:
+        present = {tap for snap in self.snapshots for (_, tap) in snap.taps}
+        return [t for t in TAPS if t in present]
+
+    def loss_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, loss, batch accuracy) arrays."""
+        arr = np.asarray(self.losses.items, dtype=np.float64).reshape(-1, 2)
+        return np.asarray(self.losses.steps), arr[:, 0], arr[:, 1]
+
+    def eval_curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.evals.steps), np.asarray([getattr(e, key) for e in self.evals], dtype=np.float64)
+
+    def snapshot_at(self, step: int) -> Snapshot:
+        """The recorded snapshot nearest to ``step``."""
+        i = int(np.argmin(np.abs(np.asarray(self.snapshots.steps) - step)))
+        return self.snapshots[i]
+
+    def tap_series(self, layer: int, tap: str) -> tuple[np.ndarray, list[TapStats]]:
+        steps, stats = [], []
+        for s, snap in zip(self.snapshots.steps, self.snapshots.items):
+            if (layer, tap) in snap.taps:
+                steps.append(s)
+                stats.append(snap.taps[(layer, tap)])
+        return np.asarray(steps), stats
+
+    def nbytes(self) -> int:
+        """Approximate memory held by the recorded numbers (numpy buffers plus per-object overhead)."""
+        total = 0
+        for snap in self.snapshots:
+            for st in snap.taps.values():
+                total += st.counts.nbytes + st.percentiles.nbytes + st.unit_percentiles.nbytes + 200
+            for ns in snap.norms.values():
+                total += sum(a.nbytes for a in (ns.batch_mean, ns.batch_var, ns.running_mean,
+                                                  ns.running_var, ns.weight, ns.bias) if a is not None) + 200
+        total += len(self.losses) * 120
+        for e in self.evals:
+            total += 200 + sum(m.nbytes + v.nbytes for m, v in e.population.values())
+        return total
+
+
+SNAPSHOT_CAP = 200
+LOSS_CAP = 4000
+EVAL_CAP = 400
+
+
+def new_history(config: Config, layer_names: list[str], edges: dict[str, np.ndarray]) -> History:
+    return History(config=config, layer_names=layer_names, edges=edges,
+                   snapshots=Thinned(SNAPSHOT_CAP, stride=config.record_every),
+                   losses=Thinned(LOSS_CAP), evals=Thinned(EVAL_CAP, stride=config.eval_every))

@@ -1,0 +1,210 @@
+"""The training loop: deterministic, recorded at a cadence, stoppable, and honest about divergence.
+
+``train(config)`` returns a :class:`Run`: the compact :class:`~bnviz.record.History` every figure is
+drawn from, and the trained model for the experiments that need it afterwards (precise BN, AdaBN).
+The same config gives the same history bit for bit: all randomness comes from generators seeded
+by ``config.seed`` (never torch's global one, which other sessions of a server share).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .config import Config, check
+from .data import Dataset, batches, load
+from .models import TAPS, Net, accuracy, build, loss_fn
+from .record import EvalPoint, History, Snapshot, bin_edges, new_history, norm_stats, tap_stats
+
+# Called after every evaluation with (updates done, total steps, history so far); returning
+# False stops the run early (the history then says where).
+ProgressFn = Callable[[int, int, History], "bool | None"]
+
+EVAL_SUBSET = 2048  # training samples used for train accuracy and population statistics
+
+
+@dataclass
+class Run:
+    config: Config
+    history: History
+    model: Net       # final weights, in eval mode
+    dataset: Dataset
+
+
+def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _endless_batches(data: Dataset, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from batches(data.x_train, data.y_train, batch_size, generator)
+
+
+@contextmanager
+def preserved_norm_state(model: Net) -> Iterator[None]:
+    """Run code that puts BN layers in training mode without letting it touch their running
+    statistics (or the model's train/eval flags): both are restored on exit."""
+    saved = {i: {k: b.clone() for k, b in m.named_buffers()} for i, m in model.batchnorms()}
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for i, m in model.batchnorms():
+            for k, b in m.named_buffers():
+                b.copy_(saved[i][k])
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def batchnorm_train_mode(model: Net) -> None:
+    """BN layers normalize with batch statistics; everything else (dropout) in eval mode."""
+    model.eval()
+    for _, m in model.batchnorms():
+        m.train()
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    """Slices of ``range(n)`` of ``size``, the last one absorbing a remainder of 1 (BN cannot
+    normalize a batch of one)."""
+    edges = list(range(0, n, size)) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] < 2:
+        edges.pop(-2)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@torch.no_grad()
+def population_statistics(model: Net, x: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and unbiased variance of every BN layer's input over ``x`` as one batch,
+    with the BN layers normalizing by those same statistics: the "true" statistics of the current
+    weights, which the running averages only estimate."""
+    if not model.batchnorms():
+        return {}
+    with preserved_norm_state(model):
+        batchnorm_train_mode(model)
+        model.start_taps()
+        model(x)
+        taps = model.collect_taps()
+    out = {}
+    for i, _ in model.batchnorms():
+        t = taps[i]["norm_input"]
+        dims = [0] + list(range(2, t.dim()))
+        var, mean = torch.var_mean(t, dim=dims, correction=1)
+        out[i] = (mean, var)
+    return out
+
+
+@torch.no_grad()
+def accuracy_with_batch_stats(model: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Test accuracy when BN normalizes each test batch by its own statistics (train-mode BN)."""
+    if not model.batchnorms():
+        model.eval()
+        return accuracy(model(x), y)
+    correct = 0
+    with preserved_norm_state(model):
+        batchnorm_train_mode(model)
+        for sl in _chunks(len(x), max(batch_size, 2)):
+            correct += (model(x[sl]).argmax(1) == y[sl]).sum().item()
+    return correct / len(x)
+
+
+@torch.no_grad()
+def accuracy_with_stats(model: Net, x: torch.Tensor, y: torch.Tensor,
+                        stats: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Eval-mode accuracy with each BN layer's running statistics replaced by ``stats``."""
+    if not stats:
+        model.eval()
+        return accuracy(model(x), y)
+    with preserved_norm_state(model):
+        model.eval()
+        for i, m in model.batchnorms():
+            m.running_mean.copy_(stats[i][0])
+            m.running_var.copy_(stats[i][1])
+        return accuracy(model(x), y)
+
+
+@torch.no_grad()
+def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
+    was_training = model.training
+    model.eval()
+    x_tr, y_tr = data.x_train[:EVAL_SUBSET], data.y_train[:EVAL_SUBSET]
+    train_logits = model(x_tr)
+    test_logits = model(data.x_test)
+    has_running = any(m.running_mean is not None for _, m in model.batchnorms())
+    population = population_statistics(model, x_tr) if has_running else {}
+    point = EvalPoint(
+        step=step,
+        train_loss=loss_fn(train_logits, y_tr).item(), train_acc=accuracy(train_logits, y_tr),
+        test_loss=loss_fn(test_logits, data.y_test).item(), test_acc=accuracy(test_logits, data.y_test),
+        test_acc_batch_stats=accuracy_with_batch_stats(model, data.x_test, data.y_test, config.batch_size),
+        test_acc_population=accuracy_with_stats(model, data.x_test, data.y_test, population),
+        population={i: (m.numpy().copy(), v.numpy().copy()) for i, (m, v) in population.items()},
+    )
+    model.train(was_training)
+    return point
+
+
+def record_snapshot(model: Net, step: int, taps: list[dict[str, torch.Tensor]], history: History) -> Snapshot:
+    tap_out = {}
+    for i, block_taps in enumerate(taps):
+        for name, tensor in block_taps.items():
+            if name != "norm_input":
+                tap_out[(i, name)] = tap_stats(tensor, history.edges[name])
+    norms = {}
+    for i, block in enumerate(model.blocks):
+        if block.norm is not None:
+            norms[i] = norm_stats(block.norm, taps[i].get("norm_input"))
+    return Snapshot(step=step, taps=tap_out, norms=norms)
+
+
+def train(config: Config, progress: ProgressFn | None = None, *, dataset: Dataset | None = None) -> Run:
+    """Train the network ``config`` describes and record it.
+
+    Raises :class:`~bnviz.config.ConfigError` for a configuration that cannot train (e.g. BN with
+    a batch of one). A loss that turns NaN/inf does not raise: training stops and
+    ``history.diverged_at`` names the step.
+    """
+    check(config)
+    started = time.perf_counter()
+    data = dataset if dataset is not None else load(config)
+    init_gen = torch.Generator().manual_seed(config.seed)
+    model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, init_gen)
+    optimizer = make_optimizer(config, model)
+    stream = _endless_batches(data, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
+    history = new_history(config, model.layer_names, {tap: bin_edges(tap, config) for tap in TAPS})
+    history.evals.add(0, evaluate(model, data, config, 0))
+
+    model.train()
+    for step in range(config.steps):
+        xb, yb = next(stream)
+        recording = history.snapshots.due(step) or step == config.steps - 1
+        if recording:
+            model.start_taps()
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        loss_value = loss.item()
+        if recording:
+            history.snapshots.add(step, record_snapshot(model, step, model.collect_taps(), history))
+        if not math.isfinite(loss_value):
+            history.diverged_at = step
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.losses.add(step, (loss_value, accuracy(logits, yb)))
+        done = step + 1
+        if done % config.eval_every == 0 or done == config.steps:
+            history.evals.add(done, evaluate(model, data, config, done))
+            if progress is not None and progress(done, config.steps, history) is False:
+                if done < config.steps:
+                    history.stopped_at = done
+                break
+    model.eval()
+    history.elapsed_s = time.perf_counter() - started
+    return Run(config=config, history=history, model=model, dataset=data)

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from bnviz.config import Config, ConfigError
+from bnviz.train import evaluate, population_statistics, train
+
+
+def _fingerprint(run):
+    h = run.history
+    snaps = [(s.step, {k: (v.counts.tolist(), v.percentiles.tolist()) for k, v in s.taps.items()}) for s in h.snapshots]
+    return h.losses.steps, h.losses.items, [vars(e)["test_acc"] for e in h.evals], snaps
+
+
+@pytest.mark.parametrize("extra", [{}, {"dropout": 0.3, "optimizer": "adam"}])
+def test_same_config_gives_identical_history(tiny_config, extra):
+    cfg = tiny_config.replace(**extra)
+    assert _fingerprint(train(cfg)) == _fingerprint(train(cfg))
+    assert _fingerprint(train(cfg)) != _fingerprint(train(cfg.replace(seed=1)))
+
+
+def test_default_network_learns_digits_with_and_without_bn():
+    for norm in ("batchnorm", "none"):
+        run = train(Config(norm=norm, steps=400))
+        assert run.history.finished
+        assert run.history.evals[-1].test_acc > 0.85, norm
+
+
+def test_recording_taps_every_layer_at_the_cadence(tiny_config):
+    run = train(tiny_config)
+    h = run.history
+    assert h.snapshots.steps == [0, 10, 20, 30, 40, 50, 59]
+    assert h.evals.steps == [0, 20, 40, 60]
+    snap = h.snapshots[-1]
+    assert {layer for layer, _ in snap.taps} == {0, 1}
+    assert set(h.taps) == {"pre_activation", "norm_output", "post_activation", "output"}
+
+
+def test_long_run_memory_is_bounded():
+    short = train(Config(steps=200, record_every=1, eval_every=5, width=16, depth=1))
+    long = train(Config(steps=5000, record_every=1, eval_every=5, width=16, depth=1))
+    assert len(long.history.snapshots) <= 201
+    assert long.history.snapshots.steps[-1] == 4999
+    assert long.history.nbytes() < 1.5 * short.history.nbytes() + 200_000
+
+
+def test_progress_callback_sees_each_evaluation_and_can_stop(tiny_config):
+    seen = []
+
+    def progress(done, total, history):
+        seen.append((done, total, len(history.evals)))
+        return done < 40
+
+    run = train(tiny_config, progress)
+    assert seen == [(20, 60, 2), (40, 60, 3)]
+    assert run.history.stopped_at == 40 and not run.history.finished
+
+
+def test_divergence_is_reported_not_raised():
+    run = train(Config(norm="none", lr=10.0, init_scale=10.0, steps=300, optimizer="sgd"))
+    h = run.history
+    assert h.diverged_at is not None and h.diverged_at < 300
+    assert not h.finished
+
+
+def test_batch_of_one_with_bn_is_refused_before_training():
+    with pytest.raises(ConfigError, match="batch of one"):
+        train(Config(batch_size=1, steps=5))
+
+
+def test_evaluation_leaves_running_statistics_untouched(tiny_config):
+    run = train(tiny_config)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    evaluate(run.model, run.dataset, tiny_config, 0)
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_population_statistics_of_first_layer_match_numpy(tiny_config):
+    run = train(tiny_config)
+    x = run.dataset.x_train[:500]
+    stats = population_statistics(run.model, x)
+    w = run.model.blocks[0].weight.weight.detach().numpy().astype(np.float64)
+    z = x.numpy().astype(np.float64) @ w.T  # layer 1's BN input: Linear without bias
+    np.testing.assert_allclose(stats[0][0].numpy(), z.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats[0][1].numpy(), z.var(0, ddof=1), rtol=1e-4, atol=1e-5)
+
+
+def test_eval_accuracy_with_population_stats_is_close_to_running_stats_after_training():
+    run = train(Config(steps=600))
+    last = run.history.evals[-1]
+    assert abs(last.test_acc_population - last.test_acc) < 0.05
