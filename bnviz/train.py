@@ -32,8 +32,8 @@ EVAL_SUBSET = 2048  # training samples used for train accuracy and population st
 class Run:
     config: Config
     history: History
-    model: Net       # final weights, in eval mode
-    dataset: Dataset
+    model: Net | None       # final weights in eval mode; None for a run stopped before the end
+    dataset: Dataset | None
 
 
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,39 @@
+"""Home: what BatchNorm is, and the same network trained live with and without it."""
+from pathlib import Path
+
+import streamlit as st
+
+from bnviz import figures, ui
+from bnviz.views import home
+
+st.set_page_config(page_title="bnviz: BatchNorm, visualized", page_icon="📊", layout="wide")
+
+page = ui.Page("home", "bnviz: what BatchNorm does inside a network",
+               "Small PyTorch networks train live on your machine; every chart is drawn from the numbers recorded "
+               "while they train.")
+with ui.guard():
+    st.markdown(
+        "**Batch normalization** (Ioffe & Szegedy, 2015) standardizes every feature of a layer with the mean and "
+        "variance of the current mini-batch, then lets the network rescale and shift it with two learned "
+        "parameters, gamma and beta. In training it uses the batch's statistics; at test time it uses running "
+        "averages of them collected during training: the source of most of BN's surprises.")
+    st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i,\quad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2,\quad "
+             r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i=\gamma\,\hat x_i+\beta")
+
+    config = page.config(home.VIEW.default, main=("activation", "norm", "placement"))
+    runs = page.train(home.runs(config), live=figures.training_curves)
+    if runs:
+        [(name, fig)] = home.make_figures(config, runs).items()
+        page.chart(fig, name, caption="Same network, seed, data and batches; only the normalization differs. Loss: training "
+                           "cross-entropy of each mini-batch. Accuracy: share of the held-out test set classified "
+                           "correctly in eval mode (BN uses its running statistics).")
+        cols = st.columns(len(runs))
+        for col, (label, run) in zip(cols, runs.items()):
+            last = run.history.evals[-1]
+            col.metric(f"test accuracy, {label}", f"{last.test_acc:.1%}",
+                       help=f"Eval mode, after {last.step} updates; trained in {run.history.elapsed_s:.1f} s.")
+    page.download_all()
+
+    st.subheader("The views")
+    for path in sorted(Path(__file__).parent.joinpath("pages").glob("*.py")):
+        st.page_link(str(path.relative_to(Path(__file__).parent)), label=path.stem.split("_", 1)[1].replace("_", " "))

@@ -1,0 +1,438 @@
+"""The Streamlit pieces every page shares; the only module of bnviz that imports streamlit.
+
+A page is a script that reads top to bottom:
+
+    page = ui.Page("histograms", "Activation histograms", "what to look for ...")
+    config = page.config(Config(...), main=("activation", "depth", ...))   # sidebar + URL
+    runs = page.train({"with BN": config, "without BN": config.without_norm()})
+    if runs: page.chart(figures.layer_histograms(...), "layer histograms")
+    page.download_all()
+
+What lives here and why:
+- controls: one spec per Config field (widget, range, help text), so every page offers the same
+  control for the same setting, and the URL query string can carry and validate any of them;
+- URL state: read once when a page opens (clamped by :func:`bnviz.config.from_query`, with a
+  visible note), written back on every run, so the address bar is always a shareable link;
+- training: cached by the full Config in a bounded, process-wide store (sessions share results
+  of identical configs and nothing else), with live progress, live charts and a Stop button;
+- charts: the modebar camera names its PNG after the chart, a server-rendered "Download PNG",
+  and one "Download all (ZIP)" per page;
+- errors: nothing the user does shows a traceback; the explanation says what to change.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from . import export
+from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
+                     Config, ConfigError, check, from_query)
+from .data import DataNotFoundError, DataFormatError
+from .record import History
+from .train import Run, train
+
+log = logging.getLogger("bnviz")
+
+# Sessions train in threads of one server process; one intra-op thread each keeps a session from
+# taking both cores from the others (and small networks gain nothing from more threads).
+torch.set_num_threads(1)
+
+SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
+
+
+@dataclass(frozen=True)
+class Control:
+    """How one Config field is shown: widget kind, label, options or range, and its definition."""
+
+    label: str
+    kind: str                                # "select", "radio", "slider", "number", "toggle"
+    options: Sequence[Any] = ()
+    low: float = 0.0
+    high: float = 1.0
+    step: float = 1.0
+    help: str = ""
+    fmt: Callable[[Any], str] = str
+
+
+def _fmt_momentum(m: Any) -> str:
+    return "None (cumulative average)" if m is None else f"{m:g}"
+
+
+CONTROLS: dict[str, Control] = {
+    "dataset": Control("Data set", "select", DATASETS,
+                       help="digits: scikit-learn's bundled 8x8 handwritten digits (1797 images). moons, circles, "
+                            "spirals, blobs: synthetic 2-D sets. mnist / fashion-mnist: read from local files only."),
+    "seed": Control("Seed", "number", low=0, high=9999, step=1,
+                    help="Seeds weights, batches and dropout: the same settings and seed give identical results."),
+    "steps": Control("Training steps", "select", (100, 200, 300, 500, 1000, 2000, 3000, 5000),
+                     help="Number of weight updates (mini-batches)."),
+    "batch_size": Control("Batch size", "select", (1, 2, 4, 8, 16, 32, 60, 64, 128, 256),
+                          help="Samples per mini-batch; BatchNorm's statistics are computed over this many samples."),
+    "lr": Control("Learning rate", "select", (0.0003, 0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0, 3.0, 10.0),
+                  help="Step size of the optimizer."),
+    "optimizer": Control("Optimizer", "radio", OPTIMIZERS, help="Plain SGD (no momentum) or Adam."),
+    "arch": Control("Network", "radio", ARCHS, help="mlp: fully connected; cnn: two 3x3 conv layers (8, 16 channels)."),
+    "activation": Control("Activation", "select", ACTIVATIONS),
+    "depth": Control("Hidden layers", "slider", low=1, high=6, step=1),
+    "width": Control("Units per layer", "select", (8, 16, 32, 64, 100, 128, 256)),
+    "norm": Control("Normalization", "select", NORMS,
+                    help="batchnorm: torch.nn.BatchNorm; reference: bnviz's BatchNorm from elementary ops; "
+                         "layernorm / groupnorm: per-sample normalizations; none."),
+    "placement": Control("BN placement", "radio", PLACEMENTS,
+                         fmt=lambda p: {"before": "before activation (Linear-BN-act)",
+                                        "after": "after activation (Linear-act-BN)"}[p]),
+    "momentum": Control("BN momentum", "select", (None, 0.001, 0.01, 0.03, 0.1, 0.3, 0.5, 0.9, 1.0), fmt=_fmt_momentum,
+                        help="PyTorch convention: running = (1 - m) * running + m * batch statistic. Keras' "
+                             "momentum 0.99 is the weight of the OLD value, i.e. PyTorch m = 0.01."),
+    "eps": Control("BN eps", "select", (1e-8, 1e-5, 1e-3, 1e-1, 1.0),
+                   help="Added to the variance before the square root: x_hat = (x - mean) / sqrt(var + eps)."),
+    "bias_with_norm": Control("Keep the Linear bias before BN", "toggle",
+                              help="A bias right before BN is subtracted again with the batch mean: it has no effect."),
+    "dropout": Control("Dropout probability", "slider", low=0.0, high=0.9, step=0.05,
+                       help="Probability of zeroing a unit in training (inverted dropout: kept units scaled by 1/(1-p))."),
+    "dropout_position": Control("Dropout position", "radio", DROPOUT_POSITIONS),
+    "init_scale": Control("Weight-init scale", "select", (0.1, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+                          help="Multiplies PyTorch's default initial weights."),
+    "shift": Control("Test-domain shift", "radio", SHIFTS),
+    "shift_amount": Control("Shift amount", "slider", low=0.0, high=3.0, step=0.1),
+    "n_samples": Control("Samples (synthetic / MNIST)", "select", (200, 500, 1000, 2000, 5000, 10000)),
+}
+
+
+def _nearest(options: Sequence[Any], value: Any) -> Any:
+    if value in options:
+        return value
+    numeric = [o for o in options if isinstance(o, (int, float))]
+    if value is None or not numeric:
+        return options[0]
+    return min(numeric, key=lambda o: abs(o - value))
+
+
+def _widget(name: str, key: str, where: Any) -> Any:
+    c = CONTROLS[name]
+    if c.kind == "select":
+        return where.selectbox(c.label, c.options, format_func=c.fmt, key=key, help=c.help or None,
+                               persist_state="session")
+    if c.kind == "radio":
+        return where.radio(c.label, c.options, format_func=c.fmt, key=key, help=c.help or None,
+                           horizontal=len(c.options) <= 3, persist_state="session")
+    if c.kind == "slider":
+        return where.slider(c.label, c.low, c.high, step=c.step, key=key, help=c.help or None,
+                            persist_state="session")
+    if c.kind == "number":
+        return where.number_input(c.label, int(c.low), int(c.high), step=int(c.step), key=key,
+                                  help=c.help or None, persist_state="session")
+    return where.toggle(c.label, key=key, help=c.help or None, persist_state="session")
+
+
+def _widget_value(name: str, value: Any) -> Any:
+    """The value as the field's widget can show it (snapped to its options or range)."""
+    c = CONTROLS[name]
+    if c.kind in ("select", "radio"):
+        return _nearest(list(c.options), value)
+    if c.kind == "slider":
+        v = min(max(value, c.low), c.high)
+        return int(v) if isinstance(c.low, int) and isinstance(c.step, int) else float(v)
+    if c.kind == "number":
+        return int(min(max(value, c.low), c.high))
+    return bool(value)
+
+
+class Page:
+    """One view: its controls, URL, training, charts and exports."""
+
+    def __init__(self, slug: str, title: str, caption: str):
+        self.slug = slug
+        self.figures: dict[str, go.Figure] = {}
+        self.url_notes: list[str] = []
+        st.title(title)
+        st.caption(caption)
+
+    # ----- controls and URL -------------------------------------------------------------------
+    def _key(self, name: str) -> str:
+        return name if name in SHARED else f"{self.slug}.{name}"
+
+    def config(self, base: Config, main: Sequence[str] = (), *, sidebar: Sequence[str] = SHARED,
+               view: Mapping[str, Any] | None = None) -> Config:
+        """Show the sidebar and page controls for ``base`` and return the Config they describe.
+
+        ``main`` fields are shown in an expander on the page; ``sidebar`` ones in the sidebar.
+        On the first run of this page in a session the URL query string seeds the controls.
+        ``view`` lists display-only parameters the page keeps in the URL ({name: default}).
+        """
+        names = list(sidebar) + [n for n in main if n not in sidebar]
+        self._seed_from_url(base, names, view or {})
+        for name in names:
+            key = self._key(name)
+            if key not in st.session_state:
+                st.session_state[key] = _widget_value(name, getattr(base, name))
+        with st.sidebar:
+            st.subheader("Training")
+            values = {n: _widget(n, self._key(n), st) for n in sidebar}
+        if main:
+            with st.expander("Network and normalization settings", expanded=True):
+                cols = st.columns(3)
+                for i, n in enumerate(n for n in main if n not in sidebar):
+                    values[n] = _widget(n, self._key(n), cols[i % 3])
+        config = base.replace(**values)
+        if self.url_notes:
+            st.warning("Some settings in the link were adjusted: " + "; ".join(self.url_notes) + ".")
+        self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
+        self._write_url()
+        return config
+
+    def _seed_from_url(self, base: Config, names: Sequence[str], view: Mapping[str, Any]) -> None:
+        flag = f"{self.slug}.__url_read"
+        if st.session_state.get(flag):
+            self.url_notes = st.session_state.get(f"{self.slug}.__url_notes", [])
+            return
+        st.session_state[flag] = True
+        params = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
+        cfg_params = {k: v for k, v in params.items() if k not in view}
+        config, notes = from_query(cfg_params, base)
+        for key in cfg_params:
+            if key in names:
+                value = _widget_value(key, getattr(config, key))
+                if value != getattr(config, key):
+                    notes.append(f"{key}: {getattr(config, key)!r} is not offered here; using {value!r}")
+                st.session_state[self._key(key)] = value
+            elif key in {f.name for f in fields(Config)}:
+                notes.append(f"{key} has no control on this page; ignored")
+        for key, default in view.items():
+            if key in params:
+                value, note = parse_view_value(key, params[key][-1], default)
+                st.session_state[f"{self.slug}.view.{key}"] = value
+                if note:
+                    notes.append(note)
+        self.url_notes = notes
+        st.session_state[f"{self.slug}.__url_notes"] = notes
+
+    def _write_url(self) -> None:
+        query = dict(self._config_for_url)
+        for k in list(st.session_state.keys()):
+            prefix = f"{self.slug}.view."
+            if isinstance(k, str) and k.startswith(prefix):
+                query[k[len(prefix):]] = str(st.session_state[k])
+        if dict(st.query_params) != query:
+            st.query_params.from_dict(query)
+
+    def view_value(self, name: str, default: Any) -> str:
+        """Session-state key for a display-only widget whose value the URL carries."""
+        key = f"{self.slug}.view.{name}"
+        if key not in st.session_state:
+            st.session_state[key] = default
+        return key
+
+    def view_control(self, widget: Callable[..., Any], name: str, label: str, options: Sequence[Any] | None = None,
+                     **kwargs: Any) -> Any:
+        """A display-only control (layer, step, tap, log axis): redraws without retraining; kept in the URL."""
+        key = f"{self.slug}.view.{name}"
+        if options is not None:
+            if key in st.session_state and st.session_state[key] not in options:
+                st.session_state[key] = _nearest(list(options), st.session_state[key])
+            value = widget(label, options, key=key, **kwargs)
+        else:
+            value = widget(label, key=key, **kwargs)
+        self._write_url()
+        return value
+
+    # ----- training ----------------------------------------------------------------------------
+    def train(self, configs: Mapping[str, Config], *,
+              live: Callable[[dict[str, History]], go.Figure] | None = None) -> dict[str, Run] | None:
+        """Train (or fetch from the cache) one run per label; None when a config cannot train.
+
+        Shows a progress bar, a Stop button and, if ``live`` is given, a chart redrawn while the
+        runs train. A stopped run's partial history is kept and shown until settings change.
+        """
+        for label, cfg in configs.items():
+            try:
+                check(cfg)
+            except ConfigError as exc:
+                st.error(f"**{label}: this configuration cannot train.** {exc}")
+                return None
+        store = run_store()
+        stop_key, stopped_key = f"{self.slug}.__stop", f"{self.slug}.__stopped"
+        partials: dict[Config, History] = st.session_state.setdefault(f"{self.slug}.__partial", {})
+        if st.session_state.get(stop_key):
+            st.session_state[stopped_key] = set(configs.values())
+        stopped: set[Config] = st.session_state.get(stopped_key, set())
+        if not stopped.issuperset(configs.values()):
+            stopped = st.session_state[stopped_key] = set()
+
+        runs: dict[str, Run] = {}
+        todo = []
+        for label, cfg in configs.items():
+            hit = store.get(cfg)
+            if hit is not None:
+                runs[label] = hit
+            elif cfg in stopped:
+                if cfg in partials:
+                    runs[label] = Run(cfg, partials[cfg], model=None, dataset=None)
+            else:
+                todo.append(label)
+        if todo:
+            self._train_live(configs, todo, runs, store, partials, stop_key, live)
+        elif stopped:
+            st.info("Training was stopped; the charts show the steps recorded so far.")
+            if st.button("Train again", key=f"{self.slug}.__resume"):
+                st.session_state[stopped_key] = set()
+                st.rerun()
+        for label, run in runs.items():
+            report_run(label, run.history)
+        return {label: runs[label] for label in configs if label in runs}
+
+    def _train_live(self, configs, todo, runs, store, partials, stop_key, live) -> None:
+        total_steps = sum(configs[label].steps for label in todo)
+        done_before = 0
+        with st.status(f"Training {len(todo)} network(s)…", expanded=True) as status:
+            st.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
+            bar = st.progress(0.0)
+            chart_slot = st.empty() if live is not None else None
+            last_draw = [0.0]
+            for label in todo:
+                cfg = configs[label]
+
+                def progress(done: int, total: int, history: History, label=label, offset=done_before) -> None:
+                    bar.progress(min((offset + done) / total_steps, 1.0),
+                                 text=f"{label}: step {done} of {total}")
+                    partials[configs[label]] = history
+                    now = time.monotonic()
+                    if chart_slot is not None and now - last_draw[0] > 0.7:
+                        last_draw[0] = now
+                        shown = {lab: r.history for lab, r in runs.items()}
+                        shown[label] = history
+                        chart_slot.plotly_chart(live(shown), key=None)
+
+                try:
+                    run = train(cfg, progress)
+                except (DataNotFoundError, DataFormatError) as exc:
+                    status.update(label="Data missing", state="error")
+                    st.error(str(exc))
+                    st.stop()
+                runs[label] = run
+                if run.history.finished or run.history.diverged_at is not None:
+                    store.put(cfg, run)
+                partials.pop(cfg, None)
+                done_before += cfg.steps
+            status.update(label="Training done", state="complete", expanded=False)
+            if chart_slot is not None:
+                chart_slot.empty()
+
+    # ----- charts and exports ----------------------------------------------------------------------
+    def chart(self, fig: go.Figure, name: str, *, caption: str | None = None) -> None:
+        """Show a figure with its export buttons and remember it for "Download all (ZIP)"."""
+        key = export.safe_filename(name)
+        self.figures[name] = fig
+        st.plotly_chart(fig, config=export.modebar_config(name), key=f"{self.slug}.chart.{key}")
+        if caption:
+            st.caption(caption)
+        if export.chromium_path() is None:
+            st.caption("Server-side PNG export needs Chromium. " + export.CHROMIUM_HELP)
+        else:
+            st.download_button("Download PNG", data=lambda fig=fig: _png_or_help(fig), file_name=f"{key}.png",
+                               mime="image/png", key=f"{self.slug}.png.{key}", on_click="ignore")
+
+    def download_all(self) -> None:
+        if not self.figures:
+            return
+        figures = dict(self.figures)
+        st.divider()
+        st.download_button("Download all (ZIP): every chart as PNG and its data as CSV",
+                           data=lambda: export.figures_zip(figures), file_name=f"bnviz-{self.slug}.zip",
+                           mime="application/zip", key=f"{self.slug}.zip", on_click="ignore")
+
+
+def _png_or_help(fig: go.Figure) -> bytes:
+    return export.figure_png(fig, width=900)
+
+
+def parse_view_value(name: str, raw: str, default: Any) -> tuple[Any, str | None]:
+    """Validate a display-only URL value against its default's type; never raises."""
+    raw = str(raw)[:64]
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on"), None
+    if isinstance(default, int):
+        try:
+            value = int(float(raw))
+        except (ValueError, OverflowError):
+            return default, f"{name}: {raw[:20]!r} is not a whole number; kept {default}"
+        return value, None
+    return raw, None
+
+
+def report_run(label: str, history: History) -> None:
+    """Explain a run that did not finish normally."""
+    if history.diverged_at is not None:
+        lr = history.config.lr
+        st.warning(f"**{label}: training diverged at step {history.diverged_at}**: the loss became NaN or "
+                   f"infinite (the updates grew without bound). The charts show the steps before that. "
+                   f"Try a learning rate of {lr / 10:g} or lower, or add normalization.")
+    elif history.stopped_at is not None:
+        st.info(f"{label}: stopped at step {history.stopped_at} of {history.config.steps}.")
+
+
+class RunStore:
+    """A bounded LRU of finished runs keyed by the full Config, shared by all sessions.
+
+    Runs are read-only once stored: a page that changes a model (e.g. recomputing BN statistics)
+    works on a copy.
+    """
+
+    def __init__(self, capacity: int = 48):
+        self.capacity = capacity
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(config: Config) -> str:
+        return json.dumps(asdict(config), sort_keys=True)
+
+    def get(self, config: Config) -> Run | None:
+        with self._lock:
+            run = self._runs.get(self.key(config))
+            if run is not None:
+                self._runs.move_to_end(self.key(config))
+            return run
+
+    def put(self, config: Config, run: Run) -> None:
+        with self._lock:
+            self._runs[self.key(config)] = run
+            self._runs.move_to_end(self.key(config))
+            while len(self._runs) > self.capacity:
+                self._runs.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+@st.cache_resource
+def run_store() -> RunStore:
+    return RunStore()
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Turn any unexpected error into a message on the page (the traceback goes to the server log)."""
+    try:
+        yield
+    except ConfigError as exc:
+        st.error(str(exc))
+    except (DataNotFoundError, DataFormatError) as exc:
+        st.error(str(exc))
+    except export.ExportUnavailable as exc:
+        st.warning(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        log.error("unexpected error\n%s", traceback.format_exc())
+        st.error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:300]}). Your settings are kept: "
+                 "change one and try again. If it persists, please report it with the page's URL.")

@@ -1,0 +1,301 @@
+"""bnviz.export: PNG via one shared Chromium, tidy CSV, ZIP bundles, modebar config."""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from bnviz import export
+from bnviz.export import (
+    CHROMIUM_HELP,
+    ExportUnavailable,
+    browser_pid,
+    chromium_path,
+    figure_csv,
+    figure_png,
+    figures_zip,
+    modebar_config,
+    safe_filename,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+needs_browser = pytest.mark.skipif(chromium_path() is None, reason=CHROMIUM_HELP)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, which the PNG spec requires to come first."""
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def scatter(seed: int = 0, **layout) -> go.Figure:
+    ys = np.random.default_rng(seed).normal(size=20)
+    return go.Figure(go.Scatter(y=ys, name="loss"), layout=dict(title=f"run {seed}", **layout))
+
+
+@pytest.fixture
+def no_browser(monkeypatch, tmp_path):
+    """A fresh, never-started export server with no browser to be found.
+
+    The shared server may already be up in this process (then it would never look for a
+    browser again), so swap in a new one instead of spawning a subprocess.
+    """
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    server = export._BrowserServer()
+    monkeypatch.setattr(export, "_server", server)
+    yield server
+    server.stop()
+
+
+# --- PNG -----------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_png_size_follows_layout_then_arguments_then_default():
+    assert png_size(figure_png(scatter(width=400, height=300))) == (800, 600)
+    assert png_size(figure_png(scatter(width=400, height=300), width=500, height=250, scale=1)) == (
+        500,
+        250,
+    )
+    assert png_size(figure_png(scatter(), scale=1)) == (900, 500)
+
+
+@needs_browser
+def test_different_figures_give_different_pngs():
+    assert figure_png(scatter(1), scale=1) != figure_png(scatter(2), scale=1)
+
+
+@needs_browser
+def test_later_calls_reuse_the_same_browser_process():
+    figure_png(scatter(3), scale=1)
+    pid, kaleido = browser_pid(), export._server._kaleido
+    assert pid is not None
+    os.kill(pid, 0)  # alive
+    for seed in (4, 5):
+        figure_png(scatter(seed), scale=1)
+        assert browser_pid() == pid
+        assert export._server._kaleido is kaleido
+
+
+@needs_browser
+def test_concurrent_exports_each_get_their_own_png():
+    # Distinct widths per thread, so a caller handed another caller's image would notice
+    # (kaleido's own sync server can mix results up across threads).
+    results: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = figure_png(scatter(i), width=300 + 20 * i, height=200, scale=1)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert {i: png_size(b) for i, b in results.items()} == {i: (300 + 20 * i, 200) for i in range(4)}
+
+
+def test_missing_browser_raises_with_help(no_browser, monkeypatch):
+    assert chromium_path() is None
+    with pytest.raises(ExportUnavailable) as info:
+        figure_png(scatter())
+    assert CHROMIUM_HELP in str(info.value)
+    assert "sudo apt-get install -y chromium" in str(info.value)
+    assert "camera icon" in str(info.value)
+
+    monkeypatch.setenv("BROWSER_PATH", "/nowhere/chromium")
+    assert chromium_path() is None  # a bad override is reported, not silently skipped
+    with pytest.raises(ExportUnavailable, match="BROWSER_PATH='/nowhere/chromium'"):
+        figure_png(scatter())
+
+
+def test_browser_that_fails_to_start_raises_with_help(no_browser, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", "/bin/false")  # exists, executable, exits at once
+    with pytest.raises(ExportUnavailable, match="failed to start") as info:
+        figure_png(scatter())
+    assert CHROMIUM_HELP in str(info.value)
+    assert no_browser.pid() is None
+
+
+@needs_browser
+def test_browser_is_gone_after_interpreter_exit():
+    script = (
+        "import json, plotly.graph_objects as go\n"
+        "from bnviz import export\n"
+        "export.figure_png(go.Figure(go.Bar(y=[1, 2])), scale=1)\n"
+        "print(json.dumps({'pid': export.browser_pid(),"
+        " 'profile': str(export._server._kaleido._browser_impl.tmp_dir.path)}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def running_with(text: str) -> list[int]:
+        """PIDs of live processes whose command line mentions ``text`` (zombies have none)."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and text in (proc / "cmdline").read_text():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        return pids
+
+    assert running_with(info["profile"]) == []  # Chromium and all its helpers
+    assert not Path(info["profile"]).exists()
+
+
+# --- CSV -----------------------------------------------------------------------------------
+
+
+def read_csv(text: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(text))
+
+
+def test_csv_scatter_with_and_without_x():
+    fig = go.Figure(
+        [
+            go.Scatter(x=[0.5, 1.5, 2.5], y=[3.0, 1.0, 2.0], name="val"),
+            go.Scatter(y=[7.0, 8.0], name="train"),  # no x: plotted at 0, 1
+            go.Scatter(y=[1.0, 2.0]),  # unnamed
+        ]
+    )
+    df = read_csv(figure_csv(fig))
+    assert list(df.columns) == ["trace", "x", "y"]
+    assert list(df["trace"]) == ["val"] * 3 + ["train"] * 2 + ["trace 2"] * 2
+    np.testing.assert_allclose(df["x"], [0.5, 1.5, 2.5, 0, 1, 0, 1])
+    np.testing.assert_allclose(df["y"], [3, 1, 2, 7, 8, 1, 2])
+
+
+def test_csv_histogram_keeps_raw_samples_and_bar_keeps_categories():
+    samples = np.random.default_rng(0).normal(size=50)
+    fig = go.Figure([go.Histogram(x=samples, name="h"), go.Bar(x=["a", "b"], y=[3, 4], name="b")])
+    df = read_csv(figure_csv(fig))
+    hist, bar = df[df.trace == "h"], df[df.trace == "b"]
+    np.testing.assert_allclose(hist["x"].astype(float), samples)
+    assert hist["y"].isna().all()
+    assert list(bar["x"]) == ["a", "b"] and list(bar["y"]) == [3, 4]
+
+
+def test_csv_heatmap_is_long_format():
+    z = np.arange(6.0).reshape(2, 3)  # 2 rows (y) x 3 columns (x)
+    fig = go.Figure(go.Heatmap(z=z, x=["c1", "c2", "c3"], y=[10, 20], name="w"))
+    df = read_csv(figure_csv(fig))
+    assert list(df.columns) == ["trace", "x", "y", "z"]
+    assert len(df) == z.size
+    for row in df.itertuples():
+        i, j = [10, 20].index(row.y), ["c1", "c2", "c3"].index(row.x)
+        assert row.z == z[i, j]
+    # Without x/y, cells are at index positions, as plotly.js draws them.
+    df = read_csv(figure_csv(go.Figure(go.Heatmap(z=z))))
+    assert list(zip(df.x, df.y, df.z)) == [(j, i, z[i, j]) for i in range(2) for j in range(3)]
+
+
+def test_csv_repeated_trace_names_stay_distinguishable():
+    fig = go.Figure([go.Scatter(y=[1], name="a"), go.Scatter(y=[2], name="a")])
+    assert list(read_csv(figure_csv(fig)).trace) == ["a", "a (2)"]
+
+
+# --- ZIP -----------------------------------------------------------------------------------
+
+
+def bar(values) -> go.Figure:
+    return go.Figure(go.Bar(x=["p", "q"], y=values, name="v"))
+
+
+@needs_browser
+def test_zip_has_png_and_csv_per_figure_and_readme():
+    figures = {"Loss curve": scatter(7), "Loss  curve!": bar([1, 2]), "γ": bar([3, 4])}
+    with zipfile.ZipFile(io.BytesIO(figures_zip(figures))) as archive:
+        names = archive.namelist()
+        stems = ["loss-curve", "loss-curve-2", "figure"]
+        assert sorted(names) == sorted(
+            [f"{s}.{ext}" for s in stems for ext in ("png", "csv")] + ["README.txt"]
+        )
+        for stem in stems:
+            assert archive.read(f"{stem}.png")[:8] == PNG_SIGNATURE
+        assert list(read_csv(archive.read("loss-curve-2.csv").decode()).y) == [1, 2]
+        assert read_csv(archive.read("loss-curve.csv").decode()).y.tolist() == pytest.approx(
+            list(figures["Loss curve"].data[0].y)
+        )
+        readme = archive.read("README.txt").decode()
+    assert all(f"{s}.png" in readme and f"{s}.csv" in readme for s in stems)
+    assert "missing" not in readme
+
+
+def test_zip_without_browser_still_has_csvs_and_explains(no_browser):
+    data = figures_zip({"A": bar([1, 2]), "B": bar([5, 6])})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["README.txt", "a.csv", "b.csv"]
+        assert list(read_csv(archive.read("b.csv").decode()).y) == [5, 6]
+        readme = archive.read("README.txt").decode()
+    assert CHROMIUM_HELP in readme
+
+
+def test_zip_without_png_never_touches_the_browser(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("figure_png called")
+
+    monkeypatch.setattr(export, "figure_png", boom)
+    with zipfile.ZipFile(io.BytesIO(figures_zip({"x": bar([1, 2])}, png=False))) as archive:
+        assert sorted(archive.namelist()) == ["README.txt", "x.csv"]
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def test_modebar_config():
+    assert modebar_config("BN: γ / β, layer 2") == {
+        "toImageButtonOptions": {"format": "png", "filename": "bn-layer-2", "scale": 2},
+        "displaylogo": False,
+    }
+    assert modebar_config("x", scale=4)["toImageButtonOptions"]["scale"] == 4
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Loss vs Step", "loss-vs-step"),
+        ("  Café -- déjà vu!! ", "cafe-deja-vu"),
+        ("a/b\\c:d", "a-b-c-d"),
+        ("", "figure"),
+        ("γβ!!", "figure"),
+        ("x" * 200, "x" * 80),
+        ("a" * 79 + " b", "a" * 79),  # no trailing dash after truncation
+    ],
+)
+def test_safe_filename(title, expected):
+    assert safe_filename(title) == expected
+
+
+def test_chromium_path_honours_browser_path(monkeypatch, tmp_path):
+    fake = tmp_path / "my-chrome"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BROWSER_PATH", str(fake))
+    assert chromium_path() == str(fake)
+    monkeypatch.delenv("BROWSER_PATH")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (tmp_path / "chromium").symlink_to(fake)
+    assert chromium_path() == str(tmp_path / "chromium")
