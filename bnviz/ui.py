@@ -312,7 +312,7 @@ class Page:
                         last_draw[0] = now
                         shown = {lab: r.history for lab, r in runs.items()}
                         shown[label] = history
-                        chart_slot.plotly_chart(live(shown), key=None)
+                        chart_slot.plotly_chart(live(shown), theme=None)
 
                 try:
                     run = train(cfg, progress)
@@ -334,7 +334,8 @@ class Page:
         """Show a figure with its export buttons and remember it for "Download all (ZIP)"."""
         key = export.safe_filename(name)
         self.figures[name] = fig
-        st.plotly_chart(fig, config=export.modebar_config(name), key=f"{self.slug}.chart.{key}")
+        # theme=None: the page shows the figure's own style, the same one the exported PNG has
+        st.plotly_chart(fig, config=export.modebar_config(name), key=f"{self.slug}.chart.{key}", theme=None)
         if caption:
             st.caption(caption)
         if export.chromium_path() is None:

@@ -27,6 +27,6 @@ def styled(fig: go.Figure, title: str, *, height: int = HEIGHT) -> go.Figure:
     """The house style: title, white template, legend on top."""
     # No fixed width: the app stretches charts to the page; exports use WIDTH.
     fig.update_layout(title=dict(text=title, x=0.01), template=TEMPLATE, height=height,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
-                      margin=dict(l=60, r=20, t=80, b=50))
+                      legend=dict(orientation="h", yanchor="bottom", y=1.08, xanchor="right", x=1),
+                      margin=dict(l=60, r=20, t=100, b=50))
     return fig
