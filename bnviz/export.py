@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import functools
 import io
 import os
 import re
@@ -19,6 +21,7 @@ import threading
 import unicodedata
 import zipfile
 from collections.abc import Mapping
+from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
@@ -47,16 +50,19 @@ CHROMIUM_HELP = (
 DEFAULT_WIDTH = 900
 DEFAULT_HEIGHT = 500
 
-# Names choreographer (kaleido's browser driver) also looks for; google-chrome first is
-# its order too, but a Debian box normally only has chromium.
+# Names choreographer (kaleido's browser driver) also searches PATH for; Chromium first
+# because that is what this project installs (Debian's package).
 _BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-# Starting Chromium takes ~2-3 s here; a browser that neither starts nor fails within this
-# is treated as unavailable rather than blocking a Streamlit thread forever.
+# Starting Chromium takes a few seconds (more on a busy machine); one that neither starts nor
+# fails within this is treated as unavailable rather than blocking a Streamlit thread forever.
 _START_TIMEOUT_S = 60.0
 # Kaleido's own per-render timeout, and ours for a whole call (which also includes waiting
 # for the shared tab while other threads render).
 _RENDER_TIMEOUT_S = 30.0
 _CALL_TIMEOUT_S = 120.0
+# Tabs (renderer processes) in the shared browser: two let one render while the other
+# reloads (see _kaleido_class); more would only compete for this machine's two cores.
+_TABS = 2
 
 
 class ExportUnavailable(RuntimeError):
@@ -80,6 +86,47 @@ def chromium_path() -> str | None:
     return None
 
 
+@functools.cache
+def _kaleido_class() -> type:
+    """kaleido's ``Kaleido``, changed to hand back each image before reloading its tab.
+
+    After every render kaleido reloads the tab (a fresh page, plotly.js parsed again) and
+    only then returns the image: about half of each call. Here the reload runs in the
+    background; the tab rejoins kaleido's queue when it is done, so the next render still
+    gets a fresh page, and with two tabs back-to-back calls rarely wait for one. This
+    overrides a private method of the pinned kaleido 1.5.0: if a later kaleido renames it,
+    the override is simply never called and exports are slower, not wrong.
+    """
+    # Imported on first export: kaleido pulls in choreographer and logistro, which app
+    # start-up and the CSV/ZIP paths don't need.
+    import kaleido
+
+    class ReloadBehindKaleido(kaleido.Kaleido):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._reloads: set[asyncio.Task] = set()  # also keeps the tasks from being GC'd
+            self.broken = False  # a background reload failed: a tab is lost, start anew
+
+        async def _return_kaleido_tab(self, tab: Any) -> None:
+            task = asyncio.create_task(super()._return_kaleido_tab(tab))
+            self._reloads.add(task)
+            task.add_done_callback(self._reload_done)
+
+        def _reload_done(self, task: asyncio.Task) -> None:
+            self._reloads.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self.broken = True
+
+        async def close(self) -> None:
+            pending = list(self._reloads)
+            for task in pending:  # don't leave tasks pending when the loop stops at exit
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await super().close()
+
+    return ReloadBehindKaleido
+
+
 class _BrowserServer:
     """One kaleido ``Kaleido`` (hence one Chromium) on a private asyncio loop thread.
 
@@ -98,7 +145,8 @@ class _BrowserServer:
         self._atexit_registered = False
 
     def _alive(self) -> bool:
-        return self._kaleido is not None and self._kaleido.subprocess.poll() is None
+        k = self._kaleido
+        return k is not None and k.subprocess.poll() is None and not k.broken
 
     def pid(self) -> int | None:
         return self._kaleido.subprocess.pid if self._alive() else None
@@ -113,8 +161,6 @@ class _BrowserServer:
         return self._loop
 
     def _start_locked(self) -> None:
-        # Imported here so that importing bnviz.export stays cheap and works without kaleido.
-        import kaleido
         from choreographer.errors import BrowserFailedError, ChromeNotFoundError
 
         path = chromium_path()
@@ -132,14 +178,15 @@ class _BrowserServer:
             # (its defaults headless=True, enable_sandbox=False, enable_gpu=False), which is
             # what root in a container needs. mathjax=False: the default pulls MathJax from a
             # CDN on every page load, and the app has no LaTeX and may have no network.
-            k = kaleido.Kaleido(
-                n=1, path=path, mathjax=False, timeout=_RENDER_TIMEOUT_S, headless=True,
+            k = _kaleido_class()(
+                n=_TABS, path=path, mathjax=False, timeout=_RENDER_TIMEOUT_S, headless=True,
                 enable_sandbox=False, enable_gpu=False,
             )
             try:
                 await k.open()
             except BaseException:
-                await k.close()
+                with contextlib.suppress(Exception):  # keep the start-up error, not this one
+                    await k.close()
                 raise
             return k
 
@@ -164,6 +211,16 @@ class _BrowserServer:
                 self._start_locked()
             assert self._loop is not None
             return self._kaleido, self._loop
+
+    def discard(self, k: Any) -> None:
+        """Forget ``k`` after it failed as a browser, so the next call starts a fresh one.
+
+        Only if it is still the current one: when several threads see the same crash, the
+        first restarts the browser and the others must not close the new one.
+        """
+        with self._lock:
+            if self._kaleido is k:
+                self._stop_locked()
 
     def _stop_locked(self) -> None:
         k, self._kaleido = self._kaleido, None
@@ -196,6 +253,17 @@ def browser_pid() -> int | None:
     return _server.pid()
 
 
+def _browser_gone_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the browser went away mid-call (choreographer's are imported lazily).
+
+    A cancelled future is one of them: when Chromium dies, choreographer's watchdog closes
+    the Kaleido, which cancels the renders in flight.
+    """
+    from choreographer.errors import BrowserClosedError, BrowserFailedError, ChannelClosedError
+
+    return (BrowserClosedError, BrowserFailedError, ChannelClosedError, CancelledError)
+
+
 def _layout_size(fig: go.Figure, width: int | None, height: int | None) -> tuple[int, int]:
     """Explicit size, else the figure's own layout size, else 900x500 (not kaleido's 700x500)."""
     return (
@@ -209,22 +277,33 @@ def figure_png(
 ) -> bytes:
     """Render ``fig`` to PNG bytes with the shared headless browser.
 
-    Safe to call from many threads: renders queue for the browser's tab inside kaleido, so
+    Safe to call from many threads: renders queue for the browser's tabs inside kaleido, so
     concurrent callers simply wait their turn. The image is ``width*scale x height*scale``
-    pixels. Raises ``ExportUnavailable`` when no browser is found or it fails to start.
+    pixels. If the browser died since the last call it is restarted once; raises
+    ``ExportUnavailable`` when no browser is found or it fails to start.
     """
     w, h = _layout_size(fig, width, height)
+    opts = {"format": "png", "width": w, "height": h, "scale": scale}
     # Serialize in the caller's thread: the loop thread never touches the caller's object.
     spec = fig.to_dict()
-    k, loop = _server.kaleido()
-    future = asyncio.run_coroutine_threadsafe(
-        k.calc_fig(spec, opts={"format": "png", "width": w, "height": h, "scale": scale}), loop
-    )
-    try:
-        return future.result(timeout=_CALL_TIMEOUT_S)
-    except BaseException:
-        future.cancel()
-        raise
+    for attempt in (1, 2):
+        k, loop = _server.kaleido()
+        future = asyncio.run_coroutine_threadsafe(k.calc_fig(spec, opts=opts), loop)
+        try:
+            return future.result(timeout=_CALL_TIMEOUT_S)
+        except _browser_gone_errors() as exc:
+            # The browser died under us (crash, OOM kill, killed by hand): a long-running
+            # app should recover, so start a new one and try once more.
+            _server.discard(k)
+            if attempt == 2:
+                raise ExportUnavailable(
+                    f"The browser stopped while rendering ({type(exc).__name__}).\n"
+                    f"{CHROMIUM_HELP}"
+                ) from exc
+        except BaseException:
+            future.cancel()
+            raise
+    raise AssertionError("unreachable")
 
 
 def modebar_config(filename: str, scale: float = 2) -> dict[str, Any]:
@@ -254,15 +333,20 @@ def safe_filename(title: str) -> str:
 _IMPLICIT_POSITION_TYPES = {"scatter", "scattergl", "bar", "waterfall", "funnel"}
 
 
+def _prop(trace: Any, key: str) -> Any:
+    """A trace property, or None when unset or when this trace type has no such property."""
+    return trace[key] if key in trace else None
+
+
 def _column(trace: Any, key: str) -> np.ndarray | None:
-    value = trace[key] if key in trace else None
+    value = _prop(trace, key)
     return None if value is None else np.asarray(value)
 
 
 def _implicit(trace: Any, axis: str, n: int) -> np.ndarray:
-    start = trace[f"{axis}0"] if trace[f"{axis}0"] is not None else 0
-    step = trace[f"d{axis}"] if trace[f"d{axis}"] is not None else 1
-    return start + step * np.arange(n)
+    """The positions plotly.js uses when an axis array is missing: x0 + i*dx (0 and 1 by default)."""
+    start, step = _prop(trace, f"{axis}0"), _prop(trace, f"d{axis}")
+    return (0 if start is None else start) + (1 if step is None else step) * np.arange(n)
 
 
 def _trace_frame(trace: Any, name: str) -> pd.DataFrame:
@@ -326,24 +410,23 @@ def figures_zip(figures: Mapping[str, go.Figure], *, png: bool = True) -> bytes:
     PNGs are missing and how to get them (``CHROMIUM_HELP``), so a download never just fails.
     """
     stems = _unique([safe_filename(name) for name in figures], "{}-{}")
-    png_problem: str | None = None if png else "PNG images were not requested."
+    png_note: str | None = None if png else "PNG images were not requested; only CSVs are included."
     lines = ["bnviz figure export", "", "Files:"]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for (name, fig), stem in zip(figures.items(), stems):
-            archive.writestr(f"{stem}.csv", figure_csv(fig))
             files = [f"{stem}.csv"]
-            if png_problem is None:
+            archive.writestr(files[0], figure_csv(fig))
+            if png_note is None:
                 try:
                     # PNGs are already compressed; deflating them again only costs time.
                     archive.writestr(f"{stem}.png", figure_png(fig), zipfile.ZIP_STORED)
                     files.insert(0, f"{stem}.png")
-                except ExportUnavailable as exc:
-                    png_problem = str(exc)  # don't retry the browser for every figure
+                except ExportUnavailable as exc:  # don't retry the browser for every figure
+                    png_note = f"PNG images are missing: {exc}"
             lines.append(f"- {name}: {', '.join(files)}")
-        lines.append("")
-        lines.append("CSV columns: trace, x, y (and z for heatmaps, one row per cell).")
-        if png_problem is not None:
-            lines += ["", "PNG images are missing:", png_problem]
+        lines += ["", "CSV columns: trace, x, y (and z for heatmaps, one row per cell)."]
+        if png_note is not None:
+            lines += ["", png_note]
         archive.writestr("README.txt", "\n".join(lines) + "\n")
     return buffer.getvalue()

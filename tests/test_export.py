@@ -3,10 +3,12 @@
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -61,16 +63,97 @@ def no_browser(monkeypatch, tmp_path):
     server.stop()
 
 
+# --- processes: /proc helpers, and a fresh interpreter that crashes its browser and exits ---
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (from /proc; empty once it is gone)."""
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(k) for k in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return kids
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and everything below it."""
+    found, todo = {pid}, [pid]
+    while todo:
+        new = children(todo.pop()) - found
+        found |= new
+        todo += new
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (PID 1 in a container may reap zombies late)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+CHILD = """
+import json, os, signal, sys
+import plotly.graph_objects as go
+from bnviz import export
+from tests.test_export import children, png_size, process_tree
+
+def run():
+    size = png_size(export.figure_png(go.Figure(go.Bar(y=[1, 2])), width=321, height=123, scale=1))
+    pid = export.browser_pid()
+    return {"size": size, "pid": pid, "tree": sorted(process_tree(pid)),
+            "profile": str(export._server._kaleido._browser_impl.tmp_dir.path)}
+
+first = run()
+os.kill(min(children(first["pid"])), signal.SIGKILL)  # Chromium's main process "crashes"
+second = run()
+print(json.dumps({"first": first, "second": second, "streamlit": "streamlit" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_interpreter():
+    """A child Python that exports, has its Chromium killed, exports again, then exits.
+
+    Started by the first PNG test and read by the last test of this file, so its two browser
+    start-ups overlap with the tests in between instead of adding to the file's run time.
+    """
+    if chromium_path() is None or not Path("/proc/self/task").is_dir():
+        yield None
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    yield child
+    if child.poll() is None:
+        child.kill()
+        child.communicate()
+
+
 # --- PNG -----------------------------------------------------------------------------------
 
 
 @needs_browser
-def test_png_size_follows_layout_then_arguments_then_default():
-    assert png_size(figure_png(scatter(width=400, height=300))) == (800, 600)
-    assert png_size(figure_png(scatter(width=400, height=300), width=500, height=250, scale=1)) == (
-        500,
-        250,
-    )
+def test_png_size_follows_layout_then_arguments_then_default(fresh_interpreter):
+    # (fresh_interpreter is requested here only to start that child early.)
+    sized = scatter(width=400, height=300)
+    assert png_size(figure_png(sized)) == (800, 600)  # default scale 2
+    assert png_size(figure_png(sized, width=500, height=250, scale=1)) == (500, 250)
     assert png_size(figure_png(scatter(), scale=1)) == (900, 500)
 
 
@@ -101,7 +184,7 @@ def test_concurrent_exports_each_get_their_own_png():
     def work(i: int) -> None:
         try:
             results[i] = figure_png(scatter(i), width=300 + 20 * i, height=200, scale=1)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
@@ -133,37 +216,6 @@ def test_browser_that_fails_to_start_raises_with_help(no_browser, monkeypatch):
         figure_png(scatter())
     assert CHROMIUM_HELP in str(info.value)
     assert no_browser.pid() is None
-
-
-@needs_browser
-def test_browser_is_gone_after_interpreter_exit():
-    script = (
-        "import json, plotly.graph_objects as go\n"
-        "from bnviz import export\n"
-        "export.figure_png(go.Figure(go.Bar(y=[1, 2])), scale=1)\n"
-        "print(json.dumps({'pid': export.browser_pid(),"
-        " 'profile': str(export._server._kaleido._browser_impl.tmp_dir.path)}))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-
-    def running_with(text: str) -> list[int]:
-        """PIDs of live processes whose command line mentions ``text`` (zombies have none)."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and text in (proc / "cmdline").read_text():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-        return pids
-
-    assert running_with(info["profile"]) == []  # Chromium and all its helpers
-    assert not Path(info["profile"]).exists()
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -260,6 +312,7 @@ def test_zip_without_png_never_touches_the_browser(monkeypatch):
     monkeypatch.setattr(export, "figure_png", boom)
     with zipfile.ZipFile(io.BytesIO(figures_zip({"x": bar([1, 2])}, png=False))) as archive:
         assert sorted(archive.namelist()) == ["README.txt", "x.csv"]
+        assert "not requested" in archive.read("README.txt").decode()
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -299,3 +352,22 @@ def test_chromium_path_honours_browser_path(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     (tmp_path / "chromium").symlink_to(fake)
     assert chromium_path() == str(tmp_path / "chromium")
+
+
+# --- last, so the child started by the first PNG test has had time to finish -----------------
+
+
+@needs_browser
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_crashed_browser_is_replaced_and_all_is_gone_after_exit(fresh_interpreter):
+    out, err = fresh_interpreter.communicate(timeout=120)
+    assert fresh_interpreter.returncode == 0, err[-3000:]
+    info = json.loads(out.strip().splitlines()[-1])
+    first, second = info["first"], info["second"]
+    assert first["size"] == second["size"] == [321, 123]
+    assert second["pid"] != first["pid"]  # a new browser after the crash
+    assert len(first["tree"]) > 2  # the wrapper, Chromium and its helpers were seen
+    # atexit closed the second browser; nothing of either is left, nor their profiles.
+    assert wait_until(lambda: not any(alive(p) for p in first["tree"] + second["tree"]))
+    assert not Path(first["profile"]).exists() and not Path(second["profile"]).exists()
+    assert info["streamlit"] is False  # bnviz.export must stay importable without Streamlit
