@@ -16,6 +16,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = ["BatchNorm", "NORM_KINDS", "make_norm", "is_batchnorm", "groupnorm_groups"]
 
 NORM_KINDS = ("batchnorm", "reference", "layernorm", "groupnorm", "none")
+# Values per group of a GroupNorm over flat (N, C) features: 64 units give 4 groups of 16.
+FLAT_MIN_PER_GROUP = 16
 
 # torch's own wording; kept inside our message so code that matches on either still works.
 _TORCH_BATCH_OF_ONE = "Expected more than 1 value per channel when training"
@@ -451,14 +453,14 @@ class _BatchNormFunction(torch.autograd.Function):
         return (*result, None, None, None, None, None)
 
 
-def groupnorm_groups(num_channels: int) -> int:
+def groupnorm_groups(num_channels: int, min_per_group: int = 2) -> int:
     """The group count :func:`make_norm` uses for GroupNorm over ``num_channels`` channels.
 
-    The largest of 32, 16, 8, 4, 2, 1 that divides ``num_channels`` and leaves at least 2
-    channels per group; with 1 channel (no such choice) it is 1.
+    The largest of 32, 16, 8, 4, 2, 1 that divides ``num_channels`` and leaves at least
+    ``min_per_group`` channels per group; with no such choice it is 1.
     """
     for groups in (32, 16, 8, 4, 2, 1):
-        if num_channels % groups == 0 and num_channels // groups >= 2:
+        if num_channels % groups == 0 and num_channels // groups >= min_per_group:
             return groups
     # A group of one channel normalizes each channel on its own (InstanceNorm); it is the
     # only option left for a single channel.
@@ -500,8 +502,11 @@ def make_norm(
             return nn.GroupNorm(1, num_features, eps=eps)
         return nn.LayerNorm(num_features, eps=eps)
     if kind == "groupnorm":
-        # GroupNorm accepts (N, C) as well as (N, C, H, W), so flat features need no branch.
-        return nn.GroupNorm(groupnorm_groups(num_features), num_features, eps=eps)
+        # GroupNorm accepts (N, C) as well as (N, C, H, W). A flat feature is one value per
+        # sample, so a group of 2 features would normalize every pair to exactly -1 and +1 and
+        # the network could not learn; flat groups keep FLAT_MIN_PER_GROUP values each.
+        min_per_group = 2 if spatial else FLAT_MIN_PER_GROUP
+        return nn.GroupNorm(groupnorm_groups(num_features, min_per_group), num_features, eps=eps)
     if kind == "none":
         return None
     raise ValueError(

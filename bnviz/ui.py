@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import traceback
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -114,7 +115,8 @@ def _nearest(options: Sequence[Any], value: Any) -> Any:
     if value in options:
         return value
     numeric = [o for o in options if isinstance(o, (int, float))]
-    if value is None or not numeric:
+    # A link can hold anything: a value that is not a number has no nearest option.
+    if not isinstance(value, (int, float)) or not numeric:
         return options[0]
     return min(numeric, key=lambda o: abs(o - value))
 
@@ -369,6 +371,14 @@ def parse_view_value(name: str, raw: str, default: Any) -> tuple[Any, str | None
         except (ValueError, OverflowError):
             return default, f"{name}: {raw[:20]!r} is not a whole number; kept {default}"
         return value, None
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            return default, f"{name}: {raw[:20]!r} is not a number; kept {default:g}"
+        return value, None
     return raw, None
 
 
@@ -420,6 +430,42 @@ class RunStore:
 @st.cache_resource
 def run_store() -> RunStore:
     return RunStore()
+
+
+class ResultStore(RunStore):
+    """RunStore's bounded LRU, shared by all sessions, for any hashable key: results of experiments
+    that are not plain training runs (see :func:`computed`). Read-only once stored, like runs."""
+
+    @staticmethod
+    def key(key: Hashable) -> Hashable:
+        return key
+
+
+@st.cache_resource
+def result_store() -> ResultStore:
+    return ResultStore(capacity=32)
+
+
+def computed(label: str, fn: Callable[..., Any], *args: Hashable) -> Any:
+    """``fn(*args, report)``, computed once per distinct ``args`` for all sessions, with a progress bar.
+
+    For expensive pure computations beyond :meth:`Page.train` (an experiment with its own training
+    loop). ``fn`` calls ``report(done, total, text)`` as it goes. Not ``st.cache_data``: that would
+    record the progress bar's updates as part of the result and fail to replay them.
+    """
+    store = result_store()
+    key = (fn.__module__, fn.__qualname__, args)
+    hit = store.get(key)
+    if hit is not None:
+        return hit
+    bar = st.progress(0.0, text=f"{label}…")
+
+    def report(done: int, total: int, text: str) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {text}")
+    result = fn(*args, report)
+    store.put(key, result)
+    bar.empty()
+    return result
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..models import TAP_LABELS
-from ..record import PERCENTILES, History
+from ..record import IOFFE_PERCENTILES, PERCENTILES, History
 from .common import color, rgba, styled
 
 
@@ -29,48 +29,90 @@ def training_curves(histories: Mapping[str, History]) -> go.Figure:
     return styled(fig, "Training with and without normalization")
 
 
-def _bin_centers(edges: np.ndarray) -> np.ndarray:
+def bin_centers(edges: np.ndarray) -> np.ndarray:
     return (edges[:-1] + edges[1:]) / 2
+
+
+def short(tap: str) -> str:
+    """A tap's name without its explanation, for titles: "pre-activation"."""
+    return TAP_LABELS[tap].split(" (")[0]
+
+
+def runs_without(histories: Mapping[str, History], tap: str) -> list[str]:
+    """Labels of the runs that never recorded ``tap`` (e.g. "norm_output" in a run without a norm)."""
+    return [label for label, h in histories.items() if tap not in h.taps]
+
+
+def _note_absent(fig: go.Figure, histories: Mapping[str, History], tap: str) -> None:
+    """Say under the title which runs have nothing at ``tap``, rather than leave a silent gap."""
+    absent = runs_without(histories, tap)
+    if absent:
+        fig.update_layout(title_subtitle_text=f"{', '.join(absent)}: no {TAP_LABELS[tap]} "
+                                              "(this network has no such layer)")
 
 
 def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, log_y: bool = False) -> go.Figure:
     """One panel per layer: the distribution at ``tap`` in the forward pass of ``step``, overlaid
-    for every run. Bars are fractions of all values, so runs with different sizes compare."""
+    for every run.
+
+    Bar heights are fractions of all values (``counts / n``), so runs with different sizes compare.
+    Values beyond the fixed bin range are not drawn but counted: a panel says what share of each
+    run lies outside. A run whose recording ends before ``step`` (diverged or stopped) shows its
+    last snapshot, and its legend entry names that step.
+    """
     first = next(iter(histories.values()))
     names = first.layer_names
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True)
+    outside: dict[int, list[str]] = {layer: [] for layer in range(len(names))}
     for i, (label, h) in enumerate(histories.items()):
         snap = h.snapshot_at(step)
+        name = label if snap.step == step else f"{label} (step {snap.step}, its last recorded)"
         edges = h.edges[tap]
         for layer in range(len(names)):
             st = snap.taps.get((layer, tap))
             if st is None:
                 continue
             frac = st.counts / max(st.n, 1)
-            outside = (st.below + st.above) / max(st.n, 1)
-            fig.add_bar(x=_bin_centers(edges), y=frac, width=float(edges[1] - edges[0]), name=label,
-                        marker_color=color(i), opacity=0.55, legendgroup=label, showlegend=layer == 0,
+            beyond = (st.below + st.above) / max(st.n, 1)
+            if beyond >= 0.001:
+                outside[layer].append(f"{label}: {beyond:.1%} outside [{edges[0]:g}, {edges[-1]:g}]")
+            fig.add_bar(x=bin_centers(edges), y=frac, width=float(edges[1] - edges[0]), name=name,
+                        marker=dict(color=color(i), line_width=0), opacity=0.55, legendgroup=label,
+                        showlegend=layer == 0,
                         hovertemplate=f"{label}<br>value %{{x:.2f}}<br>%{{y:.2%}} of values"
                                       f"<extra>mean {st.mean:.3f}, std {st.std:.3f}, zeros {st.zero_frac:.1%}, "
-                                      f"outside range {outside:.1%}</extra>",
+                                      f"outside range {beyond:.1%}</extra>",
                         row=1, col=layer + 1)
+    for layer, notes in outside.items():
+        if notes:
+            fig.add_annotation(row=1, col=layer + 1, xref="x domain", yref="y domain", x=0.5, y=0.98,
+                               showarrow=False, font=dict(size=11), text="<br>".join(notes))
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_xaxes(title_text="value")
     fig.update_yaxes(title_text="fraction of values", row=1, col=1)
     if log_y:
         fig.update_yaxes(type="log")
-    return styled(fig, f"{TAP_LABELS[tap].capitalize()} per layer at step {step}")
+    styled(fig, f"{short(tap).capitalize()} per layer at step {step}")
+    _note_absent(fig, histories, tap)
+    return fig
 
 
 def percentile_bands(histories: Mapping[str, History], layer: int, tap: str, *, unit: bool = False,
-                     bands: Sequence[int] = (15, 50, 85)) -> go.Figure:
-    """Percentiles of a layer's tap over training: the median as a line, the outer pair as a band.
+                     bands: Sequence[int] = IOFFE_PERCENTILES) -> go.Figure:
+    """Percentiles of a layer's tap over training: the median as a line, each symmetric pair around
+    it as a shaded band (nested bands overlap, so the middle of the distribution is darkest).
 
-    With ``unit`` the percentiles are those of unit 0 across the batch (Ioffe & Szegedy, Fig. 1);
-    otherwise of all units together.
+    ``bands`` is an odd number of recorded percentiles (:data:`~bnviz.record.PERCENTILES`), e.g.
+    Ioffe & Szegedy's 15/50/85 (their Figure 1) or TensorBoard's 0/7/16/31/50/69/84/93/100.
+    With ``unit`` the percentiles are those of unit 0 across the batch (as in Ioffe & Szegedy's
+    figure); otherwise of all units together.
     """
-    lo_q, mid_q, hi_q = bands
-    idx = {q: PERCENTILES.index(q) for q in bands}
+    qs = sorted(bands)
+    if len(qs) % 2 == 0 or any(q not in PERCENTILES for q in qs):
+        raise ValueError(f"bands must be an odd number of recorded percentiles {PERCENTILES}, got {bands!r}")
+    idx = {q: PERCENTILES.index(q) for q in qs}
+    mid = qs[len(qs) // 2]
+    pairs = [(qs[k], qs[-1 - k]) for k in range(len(qs) // 2)]  # outermost first
     fig = go.Figure()
     for i, (label, h) in enumerate(histories.items()):
         steps, stats = h.tap_series(layer, tap)
@@ -78,17 +120,22 @@ def percentile_bands(histories: Mapping[str, History], layer: int, tap: str, *, 
             continue
         pct = np.array([s.unit_percentiles if unit else s.percentiles for s in stats])
         c = color(i)
-        fig.add_scatter(x=steps, y=pct[:, idx[hi_q]], line=dict(width=0.5, color=c), name=f"{label} {hi_q}th",
-                        legendgroup=label, showlegend=False)
-        fig.add_scatter(x=steps, y=pct[:, idx[lo_q]], line=dict(width=0.5, color=c), fill="tonexty",
-                        fillcolor=rgba(c, 0.2), name=f"{label} {lo_q}th-{hi_q}th", legendgroup=label)
-        fig.add_scatter(x=steps, y=pct[:, idx[mid_q]], line=dict(width=2, color=c), name=f"{label} {mid_q}th",
-                        legendgroup=label)
+        hover = f"step %{{x}}<br>%{{meta}}th percentile %{{y:.3f}}<extra>{label}</extra>"
+        for k, (lo_q, hi_q) in enumerate(pairs):
+            fig.add_scatter(x=steps, y=pct[:, idx[hi_q]], line=dict(width=0.5, color=c), name=f"{label} {hi_q}th",
+                            meta=hi_q, legendgroup=label, showlegend=False, hovertemplate=hover)
+            fig.add_scatter(x=steps, y=pct[:, idx[lo_q]], line=dict(width=0.5, color=c), fill="tonexty",
+                            fillcolor=rgba(c, 0.18), name=f"{label} {lo_q}th-{hi_q}th", meta=lo_q, legendgroup=label,
+                            showlegend=k == 0, hovertemplate=hover)
+        fig.add_scatter(x=steps, y=pct[:, idx[mid]], line=dict(width=2, color=c), name=f"{label} {mid}th",
+                        meta=mid, legendgroup=label, hovertemplate=hover)
     who = "unit 1 of" if unit else "all units of"
     fig.update_xaxes(title_text="step (weight updates)")
     fig.update_yaxes(title_text="value")
     name = first_layer_name(histories, layer)
-    return styled(fig, f"{lo_q}/{mid_q}/{hi_q}th percentiles of {TAP_LABELS[tap]}, {who} {name}")
+    styled(fig, f"{short(tap).capitalize()}, {who} {name}: {'/'.join(map(str, qs))}th percentiles")
+    _note_absent(fig, histories, tap)
+    return fig
 
 
 def first_layer_name(histories: Mapping[str, History], layer: int) -> str:
@@ -96,20 +143,41 @@ def first_layer_name(histories: Mapping[str, History], layer: int) -> str:
     return names[layer] if layer < len(names) else f"layer {layer + 1}"
 
 
-def histogram_heatmap(history: History, layer: int, tap: str, label: str = "", *, log_color: bool = True) -> go.Figure:
-    """The distribution over time: one column per recorded step, colour = fraction of values per bin."""
-    steps, stats = history.tap_series(layer, tap)
-    edges = history.edges[tap]
-    z = np.array([s.counts / max(s.n, 1) for s in stats]).T if stats else np.zeros((len(edges) - 1, 0))
-    shown = np.log10(z + 1e-4) if log_color else z
-    fig = go.Figure(go.Heatmap(
-        x=steps, y=_bin_centers(edges), z=shown, colorscale="Viridis", customdata=z,
-        colorbar=dict(title="log10 fraction" if log_color else "fraction"),
-        hovertemplate="step %{x}<br>value %{y:.2f}<br>%{customdata:.2%} of values<extra></extra>"))
+# Shares below this are drawn in the lowest colour: a log colour scale needs a floor for empty bins.
+HEATMAP_FLOOR = 1e-4
+
+
+def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
+                      log_color: bool = True) -> go.Figure:
+    """The distribution over time, one panel per run side by side on one colour scale: a column per
+    recorded step, colour = fraction of that step's values in each bin (``counts / n``).
+
+    The log scale (floored at :data:`HEATMAP_FLOOR`) shows the tails a linear one hides.
+    """
+    fig = make_subplots(rows=1, cols=len(histories), subplot_titles=list(histories), shared_yaxes=True,
+                        horizontal_spacing=0.04)
+    for col, (label, h) in enumerate(histories.items(), start=1):
+        steps, stats = h.tap_series(layer, tap)
+        if not stats:
+            fig.add_annotation(row=1, col=col, xref="x domain", yref="y domain", x=0.5, y=0.5, showarrow=False,
+                               text=f"no {TAP_LABELS[tap]}<br>in this network")
+            continue
+        edges = h.edges[tap]
+        z = np.array([s.counts / max(s.n, 1) for s in stats]).T
+        fig.add_heatmap(x=steps, y=bin_centers(edges), z=np.log10(np.maximum(z, HEATMAP_FLOOR)) if log_color else z,
+                        customdata=z, coloraxis="coloraxis", name=label,
+                        hovertemplate=f"{label}<br>step %{{x}}<br>value %{{y:.2f}}<br>"
+                                      "%{customdata:.2%} of values<extra></extra>", row=1, col=col)
+    if log_color:
+        ticks = list(range(int(np.log10(HEATMAP_FLOOR)), 1))
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=ticks[0], cmax=0, colorbar=dict(
+            title="share of values", tickvals=ticks, ticktext=[f"{100 * 10.0 ** t:g}%" for t in ticks])))
+    else:
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, colorbar=dict(title="share of values",
+                                                                                       tickformat=".0%")))
     fig.update_xaxes(title_text="step (weight updates)")
-    fig.update_yaxes(title_text="value")
-    suffix = f" ({label})" if label else ""
-    return styled(fig, f"Distribution of {TAP_LABELS[tap]} over training, {history.layer_names[layer]}{suffix}")
+    fig.update_yaxes(title_text="value", row=1, col=1)
+    return styled(fig, f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training")
 
 
 def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Figure:
@@ -118,10 +186,14 @@ def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Fi
     for i, (label, h) in enumerate(histories.items()):
         snap = h.snapshot_at(step)
         layers = [layer for layer in range(len(h.layer_names)) if (layer, tap) in snap.taps]
+        if not layers:
+            continue
         stats = [snap.taps[(layer, tap)] for layer in layers]
         x = [h.layer_names[layer] for layer in layers]
         for col, values in enumerate(([s.mean for s in stats], [s.std for s in stats], [s.zero_frac for s in stats])):
             fig.add_scatter(x=x, y=values, name=label, mode="lines+markers", line=dict(color=color(i)),
                             legendgroup=label, showlegend=col == 0, row=1, col=col + 1)
     fig.update_yaxes(tickformat=".0%", row=1, col=3)
-    return styled(fig, f"{TAP_LABELS[tap].capitalize()}: moments across depth at step {step}")
+    styled(fig, f"{short(tap).capitalize()}: moments across depth at step {step}")
+    _note_absent(fig, histories, tap)
+    return fig

@@ -1,0 +1,264 @@
+"""The app in a real browser: time to the first chart, and redraw latency of a display control.
+
+- ``first_chart_s``: from launching ``streamlit run app.py`` (loopback, free port, headless) to the
+  first Plotly chart drawn (``.js-plotly-plot .main-svg`` visible) in headless Chromium, which is
+  already running, as a user's browser would be. The home page trains two networks on first load
+  and draws a live chart while they train; that live chart counts. Each repeat is a new server.
+- ``redraw_ms``: on the "Activation histograms" page, once trained, the time from a display-only
+  control change (its ``histograms.view.<name>`` widgets: a keyboard step on a slider, a click on
+  an option) to the moment the plots' SVG differs from before, taken in the next animation frame
+  after the DOM mutation, i.e. when that frame is painted. Measured in the page with
+  ``performance.now()`` on both ends; every change is checked not to retrain.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import ROOT, Result, spread
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+HISTOGRAMS_PAGE = ROOT / "pages" / "1_Activation_histograms.py"
+HISTOGRAMS_PATH = "/Activation_histograms"
+VIEW_PREFIX = "histograms.view."
+CHART = ".js-plotly-plot .main-svg"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` on 127.0.0.1, as tests/conftest.py starts it, but not waited for."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+             "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout: float = 120) -> float:
+        """Seconds since launch at which the health check first answered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"streamlit did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait_idle(page, timeout_ms: int = 300_000) -> None:
+    """Until the script run is over (Streamlit's own marker, which its e2e tests wait on)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", state="attached",
+                           timeout=timeout_ms)
+
+
+def _import_time() -> float:
+    """Seconds a fresh interpreter takes to import what app.py imports (the first script run pays it)."""
+    code = ("import time; t = time.perf_counter()\n"
+            "import streamlit, bnviz.ui, bnviz.figures, bnviz.views.home\n"
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
+
+
+def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result, Server | None]:
+    repeats = 1 if quick else 3
+    query = "?steps=100" if quick else ""
+    chart, health, trained = [], [], []
+    server = None
+    for i in range(repeats):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        server = Server()
+        try:
+            health.append(server.wait_healthy())
+            page.goto(server.url + "/" + query, wait_until="commit")
+            page.wait_for_selector(CHART, timeout=300_000)
+            chart.append(time.perf_counter() - server.started)
+            page.get_by_text("test accuracy", exact=False).first.wait_for(timeout=300_000)
+            trained.append(time.perf_counter() - server.started)
+        except BaseException:
+            server.stop()
+            raise
+        finally:
+            context.close()
+        if not (keep_server and i == repeats - 1):
+            server.stop()
+    return Result(
+        "first_chart_s", chart, "s",
+        "launch of `streamlit run app.py` to the first Plotly chart drawn in headless Chromium (home page, "
+        f"default settings{', steps=100' if quick else ''}; a new server per repeat)", target=6.0,
+        detail={"server_healthy_s": spread(health), "trained_and_final_chart_s": spread(trained),
+                "fresh_import_s": round(_import_time(), 3)}), (server if keep_server else None)
+
+
+_JS_SETUP = """
+() => {
+  if (window.__redraw) return;
+  const sig = () => Array.from(document.querySelectorAll('.js-plotly-plot .main-svg'))
+                         .map(e => e.innerHTML).join('|');
+  const inPlot = (n) => n && n.nodeType === 1 ? !!(n.closest('.js-plotly-plot') || n.querySelector('.js-plotly-plot'))
+                                              : !!(n && n.parentElement && n.parentElement.closest('.js-plotly-plot'));
+  const w = window.__redraw = {sig, s0: null, t0: null, dom: null, frame: null, last: null, armed: false};
+  new MutationObserver((records) => {
+    if (!w.armed) return;
+    if (!records.some(r => inPlot(r.target) || [...r.addedNodes, ...r.removedNodes].some(inPlot))) return;
+    const now = performance.now();
+    w.last = now;
+    if (w.dom === null && w.t0 !== null && sig() !== w.s0) {
+      w.dom = now;
+      requestAnimationFrame(() => { w.frame = performance.now(); });
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}
+"""
+
+
+def _controls(page) -> list[dict[str, Any]]:
+    """The page's display controls: (css selector, kind) from Streamlit's ``st-key-<key>`` classes."""
+    return page.evaluate("""(prefix) => {
+      const out = [];
+      for (const el of document.querySelectorAll(`[class*="st-key-${prefix}"]`)) {
+        const cls = [...el.classList].find(c => c.startsWith(`st-key-${prefix}`));
+        const kind = el.querySelector('input[type="range"], [role="slider"]') ? 'slider'
+                   : el.querySelector('[role="combobox"]') ? 'select'
+                   : el.querySelector('[role="radiogroup"]') ? 'radio'
+                   : el.querySelector('input[type="checkbox"]') ? 'checkbox' : null;
+        if (kind) out.push({cls, kind});
+      }
+      return out;
+    }""", VIEW_PREFIX.replace(".", "-"))
+
+
+def _prepare_and_act(page, control: dict[str, Any], state: dict[str, Any]):
+    """Bring ``control`` to the point where one user action changes it; return that action."""
+    root = page.locator(f".{control['cls']}")
+    kind = control["kind"]
+    if kind == "slider":
+        thumb = root.locator('input[type="range"], [role="slider"]').first
+        now, lo, hi = (float(v) for v in thumb.evaluate(
+            "e => e.type === 'range' ? [e.value, e.min, e.max]"
+            " : [e.getAttribute('aria-valuenow'), e.getAttribute('aria-valuemin'), e.getAttribute('aria-valuemax')]"))
+        direction = state.setdefault(control["cls"], "ArrowLeft" if now >= hi else "ArrowRight")
+        if (direction == "ArrowRight" and now >= hi) or (direction == "ArrowLeft" and now <= lo):
+            direction = state[control["cls"]] = "ArrowLeft" if direction == "ArrowRight" else "ArrowRight"
+        thumb.focus()
+        return lambda: page.keyboard.press(direction)
+    if kind == "select":
+        root.locator('button[aria-haspopup="listbox"], [role="combobox"]').first.click()
+        page.locator('[role="option"]').first.wait_for()
+        target = page.locator('[role="option"][aria-selected="false"]')
+        index = state.setdefault(control["cls"], 0) % target.count()
+        state[control["cls"]] += 1
+        return target.nth(index).click
+    if kind == "radio":
+        unchecked = root.locator('label:has(input[type="radio"]:not(:checked))').first
+        return unchecked.click
+    return root.locator("label").first.click
+
+
+def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
+    if not HISTOGRAMS_PAGE.exists():
+        return None
+    changes = 3 if quick else 15
+    own_server = server is None
+    if own_server:
+        server = Server()
+        server.wait_healthy()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(300_000)
+    try:
+        page.goto(server.url + HISTOGRAMS_PATH + ("?steps=100" if quick else ""))
+        page.wait_for_selector(CHART)
+        _wait_idle(page)
+        controls = _controls(page)
+        if not controls:
+            raise RuntimeError(f"no display controls keyed {VIEW_PREFIX}* on {HISTOGRAMS_PATH}")
+        page.evaluate(_JS_SETUP)
+        latencies: dict[str, list[float]] = {c["cls"]: [] for c in controls}
+        dom: list[float] = []
+        settled: list[float] = []
+        state: dict[str, Any] = {}
+        for i in range(changes + 1):                      # the first change is a warm-up
+            control = controls[i % len(controls)]
+            page.wait_for_timeout(300)
+            act = _prepare_and_act(page, control, state)
+            page.evaluate("() => { const w = window.__redraw; w.s0 = w.sig(); w.dom = w.frame = w.last = null;"
+                          " w.armed = true; w.t0 = performance.now(); }")
+            act()
+            page.wait_for_function("() => window.__redraw.frame !== null", timeout=60_000)
+            _wait_idle(page)
+            page.wait_for_timeout(300)                    # let trailing redraws land before reading `last`
+            w = page.evaluate("() => { const w = window.__redraw; w.armed = false;"
+                              " return {frame: w.frame - w.t0, dom: w.dom - w.t0, last: w.last - w.t0}; }")
+            if page.get_by_text("network(s)…").count():
+                raise RuntimeError("a display-only change started training")
+            if i > 0:
+                latencies[control["cls"]].append(w["frame"])
+                dom.append(w["dom"])
+                settled.append(w["last"])
+    finally:
+        context.close()
+        if own_server:
+            server.stop()
+    samples = [v for vs in latencies.values() for v in vs]
+    per_control = {cls.removeprefix("st-key-"): spread(v, digits=1) for cls, v in latencies.items() if v}
+    kinds = {c["cls"].removeprefix("st-key-"): c["kind"] for c in controls}
+    return Result("redraw_ms", samples, "ms",
+                  f"display-only change on {HISTOGRAMS_PATH} (cycling its {VIEW_PREFIX}* controls) to the "
+                  f"first painted frame with changed plots, no retraining; median of {len(samples)} changes",
+                  target=300.0,
+                  detail={"per_control_ms": per_control, "control_kinds": kinds,
+                          "dom_changed_ms": spread(dom, digits=1), "settled_ms": spread(settled, digits=1)})
+
+
+def run(quick: bool) -> list[Result]:
+    from playwright.sync_api import sync_playwright
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError("Chromium is missing: apt-get install -y chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            result, server = first_chart(browser, quick, keep_server=quick)
+            results = [result]
+            try:
+                r = redraw(browser, quick, server)
+            finally:
+                if server is not None:
+                    server.stop()
+            if r is not None:
+                results.append(r)
+        finally:
+            browser.close()
+    return results

@@ -1,0 +1,37 @@
+"""The default run of every page view: what a visitor waits for on a page's first load (training
+its runs with ``bnviz.train.train``, then drawing its figures), without Streamlit.
+
+One run each (these are the slow numbers, and the ratios elsewhere carry the comparisons); in quick
+mode the page's config is cut to 30 steps, which only checks that the code runs.
+"""
+from __future__ import annotations
+
+import time
+
+from bnviz.train import train
+from bnviz.views import registry
+
+from . import Result
+
+
+def view_runs(quick: bool) -> list[Result]:
+    results = []
+    for slug, view in registry().items():
+        config = view.default.replace(steps=min(view.default.steps, 30)) if quick else view.default
+        configs = view.runs(config)
+        start = time.perf_counter()
+        runs = {label: train(cfg) for label, cfg in configs.items()}
+        trained = time.perf_counter() - start
+        start = time.perf_counter()
+        figures = view.figures(config, runs)
+        drawn = time.perf_counter() - start
+        results.append(Result(
+            f"view_{slug}_default_s", [trained + drawn], "s",
+            f"page view {slug!r}: train its {len(configs)} default run(s) and build its {len(figures)} figure(s)",
+            detail={"train_s": round(trained, 3), "figures_s": round(drawn, 3),
+                    "steps": {label: cfg.steps for label, cfg in configs.items()}}))
+    return results
+
+
+def run(quick: bool) -> list[Result]:
+    return view_runs(quick)

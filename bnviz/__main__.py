@@ -1,0 +1,4 @@
+"""``python -m bnviz export ...``: see :mod:`bnviz.cli`."""
+from .cli import main
+
+raise SystemExit(main())

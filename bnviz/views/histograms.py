@@ -1,0 +1,64 @@
+"""Activation histograms: every layer's distribution with and without BN, over training.
+
+Two runs of the same network (same seed, data and batches), one with BatchNorm and one without;
+each figure reads the histograms, percentiles and moments recorded at a tap point of a block.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import plotly.graph_objects as go
+
+from ..config import Config
+from ..figures import activations as figs
+from ..models import TAP_LABELS
+from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES
+from ..train import Run
+from . import View
+
+DEFAULT = Config()
+# The taps a user picks from, in the order a value meets them.
+TAPS = ("pre_activation", "norm_output", "post_activation")
+BANDS = {"ioffe": IOFFE_PERCENTILES, "tensorboard": TENSORBOARD_PERCENTILES}
+BAND_LABELS = {"ioffe": "15/50/85th (Ioffe & Szegedy, Fig. 1)", "tensorboard": "0/7/16/31/50/69/84/93/100th (TensorBoard)"}
+WITH, WITHOUT = "with BN", "without BN"
+
+
+def runs(config: Config) -> dict[str, Config]:
+    """The config as asked (BatchNorm unless it names another norm) and the same without a norm."""
+    with_norm = config if config.has_norm else config.replace(norm="batchnorm")
+    label = WITH if with_norm.norm in ("batchnorm", "reference") else f"with {with_norm.norm}"
+    return {label: with_norm, WITHOUT: config.without_norm()}
+
+
+def recorded_steps(trained: Mapping[str, Run]) -> list[int]:
+    """The steps the step control offers: those of the run recorded longest (a diverged or stopped
+    run holds a prefix of them; its figures show its last snapshot)."""
+    return max((list(r.history.snapshots.steps) for r in trained.values()), key=len)
+
+
+def absent_note(trained: Mapping[str, Run], tap: str) -> str | None:
+    """What to tell the user when a run has nothing at ``tap`` (e.g. BN output without BN)."""
+    absent = figs.runs_without({k: r.history for k, r in trained.items()}, tap)
+    if not absent:
+        return None
+    return (f"{' and '.join(absent)} has no {TAP_LABELS[tap]}: there is no normalization layer in that network, "
+            "so its panels stay empty. Pick the pre- or post-activation tap to compare both runs.")
+
+
+def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
+                 tap: str = "pre_activation", log_y: bool = False, bands: str = "ioffe", unit: bool = False,
+                 log_color: bool = True) -> dict[str, go.Figure]:
+    """The page's figures; the defaults (last hidden layer, last step) are what the export writes."""
+    histories = {label: run.history for label, run in trained.items()}
+    first = next(iter(histories.values()))
+    layer = len(first.layer_names) - 1 if layer is None else layer
+    step = recorded_steps(trained)[-1] if step is None else step
+    return {
+        "layer histograms": figs.layer_histograms(histories, step, tap, log_y=log_y),
+        "percentile bands": figs.percentile_bands(histories, layer, tap, unit=unit, bands=BANDS[bands]),
+        "histograms over training": figs.histogram_heatmap(histories, layer, tap, log_color=log_color),
+    }
+
+
+VIEW = View(slug="histograms", title="Activation histograms", default=DEFAULT, runs=runs, figures=make_figures)

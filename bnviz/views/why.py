@@ -1,0 +1,149 @@
+"""Why BN helps: larger stable learning rates, a smoother loss landscape, and noisy BN still training.
+
+Three experiments, none of which is a plain :func:`bnviz.train.train` run, so ``runs`` is empty
+and :func:`make_figures` computes them (the page calls the same functions one by one, cached and
+with progress):
+
+* :func:`sweep_points`: :mod:`bnviz.lr_sweep` over :data:`bnviz.lr_sweep.DEFAULT_LRS`;
+* :func:`landscape_runs`: :mod:`bnviz.landscape`, the network with and without BN, probed at
+  15 steps;
+* :func:`noisy_curves`: :mod:`bnviz.noisy_bn`; its BN and no-BN curves are those of the landscape
+  runs (the probes never change a run, and the loops are identical), so only the noisy network
+  trains again.
+
+The default network is deeper than the home page's (6 hidden layers) and starts from weights twice
+PyTorch's default scale (close to He initialization, x2.45): Santurkar et al. study deep networks
+(VGG, 25-layer linear nets) with such initializations, and the effects are small on a shallow one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .. import landscape, lr_sweep, noisy_bn
+from ..config import Config
+from ..figures import why as figs
+from ..loop import Curves
+from ..train import Run
+from . import View
+
+DEFAULT = Config(depth=6, init_scale=2.0, steps=300, lr=0.05, eval_every=25)
+N_STEP_SIZES = 8
+
+# (done, total, text) -- how every experiment here reports progress.
+Report = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The page's experiment controls (not Config fields), kept in the URL."""
+
+    step_max: float = 4.0       # largest probe step, in multiples of the learning rate
+    noise_shift: float = 1.0    # noisy BN: per-unit shift drawn from U(-shift, shift)
+    noise_scale: float = 2.0    # noisy BN: per-unit factor drawn from U(1, scale)
+
+    @property
+    def step_multiples(self) -> tuple[float, ...]:
+        """``N_STEP_SIZES`` evenly spaced multiples of lr up to ``step_max`` (0.4 gives 0.05 ... 0.4)."""
+        return tuple(float(m) for m in np.linspace(self.step_max / N_STEP_SIZES, self.step_max, N_STEP_SIZES))
+
+    @property
+    def noise(self) -> noisy_bn.Noise:
+        return noisy_bn.Noise(shift=self.noise_shift, scale=self.noise_scale)
+
+
+OPTIONS: dict[str, tuple[float, ...]] = {
+    "step_max": (0.4, 1.0, 2.0, 4.0, 8.0),
+    "noise_shift": (0.0, 0.25, 0.5, 1.0, 2.0, 3.0),
+    "noise_scale": (1.0, 1.25, 1.5, 2.0, 3.0, 5.0),
+}
+
+
+def coerce(name: str, raw: Any) -> tuple[float, str | None]:
+    """An experiment setting from the URL or a widget, snapped to what the control offers (with a
+    note for the page to show); never raises."""
+    default = getattr(Settings(), name)
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        return default, f"{name}: {str(raw)[:20]!r} is not a number; kept {default:g}"
+    if not math.isfinite(number):
+        return default, f"{name}: {str(raw)[:20]!r} is not a finite number; kept {default:g}"
+    value = min(OPTIONS[name], key=lambda o: abs(o - number))
+    return value, None if value == number else f"{name}: {str(raw)[:20]} is not offered; using the nearest, {value:g}"
+
+
+def runs(config: Config) -> dict[str, Config]:
+    return {}
+
+
+def variants(config: Config) -> dict[str, Config]:
+    """The network with BatchNorm and the same network without."""
+    return {"with BN": config.replace(norm="batchnorm"), "without BN": config.without_norm()}
+
+
+def sweep_points(config: Config, progress: Report | None = None) -> list[lr_sweep.SweepPoint]:
+    return lr_sweep.sweep(config.replace(norm="batchnorm"), progress=progress)
+
+
+def landscape_runs(config: Config, step_max: float, progress: Report | None = None) -> dict[str, landscape.LandscapeRun]:
+    multiples = Settings(step_max=step_max).step_multiples
+    out = {}
+    jobs = variants(config)
+    for i, (label, cfg) in enumerate(jobs.items()):
+        def report(done: int, total: int, i=i, label=label) -> None:
+            if progress is not None:
+                progress(i * total + done, len(jobs) * total, f"{label}: step {done}/{total}")
+        out[label] = landscape.train_with_probes(cfg, step_multiples=multiples, progress=report)
+    return out
+
+
+def noisy_run(config: Config, noise_shift: float, noise_scale: float, progress: Report | None = None) -> Curves:
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total, f"noisy BN: step {done}/{total}")
+    noise = noisy_bn.Noise(shift=noise_shift, scale=noise_scale)
+    return noisy_bn.train_noisy(config.replace(norm="batchnorm"), noise, progress=report)
+
+
+def noisy_curves(probed: Mapping[str, landscape.LandscapeRun], noisy: Curves, settings: Settings) -> dict[str, Curves]:
+    return {"BN": probed["with BN"].curves,
+            f"noisy BN (shift ±{settings.noise_shift:g}, scale 1-{settings.noise_scale:g})": noisy,
+            "no BN": probed["without BN"].curves}
+
+
+def sweep_figure(config: Config, points: list[lr_sweep.SweepPoint]) -> go.Figure:
+    return figs.lr_sweep(points, config.steps)
+
+
+def landscape_figure(probed: Mapping[str, landscape.LandscapeRun]) -> go.Figure:
+    return figs.landscape(probed)
+
+
+def noisy_figure(curves: Mapping[str, Curves]) -> go.Figure:
+    return figs.noisy_training(curves)
+
+
+def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),
+                 progress: Report | None = None) -> dict[str, go.Figure]:
+    """All three experiments at ``settings``; ``progress`` gets (done, total, text) per experiment."""
+    def part(name: str) -> Report | None:
+        if progress is None:
+            return None
+        return lambda done, total, text: progress(done, total, f"{name}: {text}")
+
+    points = sweep_points(config, part("learning-rate sweep"))
+    probed = landscape_runs(config, settings.step_max, part("loss landscape"))
+    noisy = noisy_run(config, settings.noise_shift, settings.noise_scale, part("noisy BN"))
+    return {
+        "learning-rate sweep": sweep_figure(config, points),
+        "loss landscape": landscape_figure(probed),
+        "noisy BN": noisy_figure(noisy_curves(probed, noisy, settings)),
+    }
+
+
+VIEW = View(slug="why", title="Why BN helps", default=DEFAULT, runs=runs, figures=make_figures)

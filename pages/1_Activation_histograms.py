@@ -1,0 +1,77 @@
+"""Activation histograms: each layer's distribution with and without BN, over training."""
+import streamlit as st
+
+from bnviz import figures, ui
+from bnviz.models import TAP_LABELS
+from bnviz.views import histograms
+
+st.set_page_config(page_title="bnviz: activation histograms", page_icon="📊", layout="wide")
+
+page = ui.Page(
+    "histograms", "Activation histograms",
+    "The same network trained twice, with and without BatchNorm (same seed, data and batches). What to look for: "
+    "without BN the pre-activations drift and spread as training goes on, more so in deeper layers and with a "
+    "large weight-init scale (the 'internal covariate shift' of Ioffe & Szegedy, 2015); with BN they stay centred "
+    "and scaled, every step, because each feature is standardized over the batch before gamma and beta act. With "
+    "the sigmoid, watch the post-activations pile up at 0 and 1 (saturation: the gradient there is nearly 0).")
+
+VIEW_DEFAULTS = {"layer": 0, "step": 0, "tap": "pre_activation", "log_y": False, "bands": "ioffe", "unit": False,
+                 "log_color": True}
+
+with ui.guard():
+    config = page.config(histograms.VIEW.default,
+                         main=("activation", "depth", "width", "placement", "momentum", "init_scale"),
+                         view=VIEW_DEFAULTS)
+    runs = page.train(histograms.runs(config), live=figures.training_curves)
+    if runs:
+        names = next(iter(runs.values())).history.layer_names
+        steps = histograms.recorded_steps(runs)
+        hist_box, bands_box, heat_box = st.container(), st.container(), st.container()
+        with hist_box:
+            c1, c2, c3 = st.columns([1, 3, 1])
+            page.view_value("layer", len(names) - 1)
+            layer = page.view_control(c1.selectbox, "layer", "Layer", list(range(len(names))),
+                                      format_func=names.__getitem__,
+                                      help="Hidden layer of the percentile bands and the heatmaps below.")
+            tap = page.view_control(c2.radio, "tap", "Tap point", histograms.TAPS, horizontal=True,
+                                    format_func=lambda t: TAP_LABELS[t],
+                                    help="Where in each block the values are read: the input of the nonlinearity, "
+                                         "the output of the normalization layer, or the output of the nonlinearity.")
+            log_y = page.view_control(c3.toggle, "log_y", "Log y axis", help="Shows the tails of the histograms.")
+            page.view_value("step", steps[-1])
+            step = page.view_control(st.select_slider, "step", "Step", steps,
+                                     help="Recorded forward passes: step s uses the weights after s updates.")
+            note = histograms.absent_note(runs, tap)
+            if note:
+                st.info(note)
+        with bands_box:
+            c1, c2 = st.columns([3, 1])
+            bands = page.view_control(c1.radio, "bands", "Percentile bands", tuple(histograms.BANDS), horizontal=True,
+                                      format_func=histograms.BAND_LABELS.__getitem__)
+            unit = page.view_control(c2.toggle, "unit", "One unit only",
+                                     help="Percentiles of unit 1 across the batch, as in Ioffe & Szegedy's Figure 1, "
+                                          "instead of all units of the layer together.")
+        with heat_box:
+            page.view_value("log_color", True)
+            log_color = page.view_control(st.toggle, "log_color", "Log colour scale",
+                                          help="Colour by log10 of the share of values: the tails become visible.")
+        figs = histograms.make_figures(config, runs, layer=layer, step=step, tap=tap, log_y=log_y, bands=bands,
+                                       unit=unit, log_color=log_color)
+        with hist_box:
+            page.chart(figs["layer histograms"], "layer histograms",
+                       caption="One panel per hidden layer: the values at the chosen tap in one training forward pass "
+                               "(all samples of the batch, all units), on fixed bins shared by both runs. Bar height: "
+                               "share of the values in the bin (count / number of values). Values beyond the bins "
+                               "are counted, not dropped: a panel notes their share.")
+        with bands_box:
+            page.chart(figs["percentile bands"], "percentile bands",
+                       caption="Percentiles of the chosen layer's values at each recorded step: the median as a line, "
+                               "each symmetric pair of percentiles as a shaded band (bands overlap, so the middle of "
+                               "the distribution is darkest). The k-th percentile is the value below which k% of the "
+                               "values lie (numpy's linear interpolation).")
+        with heat_box:
+            page.chart(figs["histograms over training"], "histograms over training",
+                       caption="The chosen layer's histogram at every recorded step, one column per step, one panel per "
+                               "run on one colour scale. Colour: share of that step's values in the bin"
+                               + (" (log scale; shares below 0.01% get the lowest colour)." if log_color else "."))
+    page.download_all()

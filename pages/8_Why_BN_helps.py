@@ -1,0 +1,138 @@
+"""Why BN helps: learning-rate sweep, loss-landscape smoothness (Santurkar et al. 2018), noisy BN."""
+from dataclasses import asdict, fields
+
+import numpy as np
+import streamlit as st
+
+from bnviz import lr_sweep, ui
+from bnviz.config import problems
+from bnviz.views import why
+
+st.set_page_config(page_title="bnviz: why BN helps", page_icon="📊", layout="wide")
+
+page = ui.Page(
+    "why", "Why BN helps",
+    "Three experiments on the same deep MLP with and without BatchNorm. What to look for: BN trains at learning "
+    "rates where the plain network diverges; along the gradient, the loss and the gradient of the BN network change "
+    "less (Santurkar et al. 2018, 'a smoother landscape'); and randomly shifting and scaling every BN output at every "
+    "step, which destroys the 'stable input distributions' BN was designed for, barely hurts training.")
+
+SETTINGS = asdict(why.Settings())
+
+
+def settings_from_session() -> tuple[why.Settings, list[str]]:
+    """Give each experiment control its default, and snap values from a link to what the controls offer."""
+    values, notes = {}, []
+    for f in fields(why.Settings):
+        key = page.view_value(f.name, SETTINGS[f.name])
+        value, note = why.coerce(f.name, st.session_state[key])
+        if value != st.session_state[key] or type(value) is not type(st.session_state[key]):
+            st.session_state[key] = value
+        values[f.name] = value
+        if note:
+            notes.append(note)
+    return why.Settings(**values), notes
+
+
+def medians(runs, name: str) -> dict[str, float]:
+    return {label: float(np.nanmedian(run.series(name)[1])) for label, run in runs.items()}
+
+
+with ui.guard():
+    config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale"), view=SETTINGS)
+    settings, notes = settings_from_session()
+    if notes:
+        st.warning("Some experiment settings in the link were adjusted: " + "; ".join(notes) + ".")
+    st.caption(f"The network: {config.depth} hidden layers of {config.width} {config.activation} units, weights at "
+               f"{config.init_scale:g} x PyTorch's default initialization (2.45 would be He initialization), "
+               f"{config.optimizer} with batch {config.batch_size}, {config.steps} steps, on {config.dataset}. "
+               "'With BN': BatchNorm1d before every activation (Linear without bias); 'without BN': the same "
+               "network with biases. Same seed, initial weights and batches for every run.")
+    found = problems(why.variants(config)["with BN"])
+    if found:
+        st.error("**This configuration cannot train.** " + " ".join(found))
+        st.stop()
+
+    # ----- 1. learning-rate sweep ----------------------------------------------------------------------
+    st.header("1. BN trains with much larger learning rates")
+    st.markdown(
+        f"Both networks train for {config.steps} steps at each learning rate of "
+        f"{', '.join(f'{lr:g}' for lr in lr_sweep.DEFAULT_LRS)} (SGD step w <- w - lr * gradient). A rate is "
+        "**stable** when the loss never became NaN/infinite and the mean training loss of the last 10% of steps is "
+        "below half the first step's loss; **diverged** (x) when the loss became NaN or infinite; an open circle "
+        "did neither (the loss stayed high or bounced).")
+    points = ui.computed("Learning-rate sweep", why.sweep_points, config)
+    page.chart(why.sweep_figure(config, points), "learning-rate sweep",
+               caption="Left: mean training cross-entropy over the last 10% of steps (log scale). Right: share of the "
+                       "held-out test set classified correctly at the end, in eval mode. Dashed: the largest stable "
+                       "rate of each network. Only rates on the grid are tried, so the true limit lies between the "
+                       "dashed line and the next rate.")
+    cols = st.columns(2)
+    for col, label in zip(cols, ("with BN", "without BN")):
+        best = lr_sweep.largest_stable(points, label)
+        col.metric(f"largest stable learning rate, {label}", "none" if best is None else f"{best:g}",
+                   help="The largest rate of the grid whose run was stable (definition above).")
+
+    # ----- 2. landscape ---------------------------------------------------------------------------------
+    st.header("2. A smoother loss landscape along the gradient")
+    st.markdown(
+        "Santurkar, Tsipras, Ilyas & Madry (2018), *How Does Batch Normalization Help Optimization?*: at 15 points "
+        "of a training run, take the weights w, the gradient g of that step's mini-batch loss, and step along it "
+        "by several sizes eta (the same batch, BN in training mode, on a copy of the network):")
+    st.latex(r"\text{(a) } L(w-\eta g) \qquad \text{(b) } \lVert \nabla L(w) - \nabla L(w-\eta g) \rVert_2 \qquad "
+             r"\text{(c) } \beta_{\text{eff}} = \max_\eta \frac{\lVert \nabla L(w) - \nabla L(w-\eta g) \rVert_2}"
+             r"{\lVert \eta g \rVert_2}")
+    step_max = page.view_control(st.select_slider, "step_max", "Largest step size eta, in multiples of the learning rate",
+                                 why.OPTIONS["step_max"], format_func=lambda m: f"{m:g} x lr",
+                                 help=f"{why.N_STEP_SIZES} step sizes, evenly spaced from 1/{why.N_STEP_SIZES} of this "
+                                      "to this (0.4 gives 0.05 ... 0.4 x lr; 4 spans the size of one training step "
+                                      "and more).")
+    probed = ui.computed("Loss landscape", why.landscape_runs, config, step_max)
+    page.chart(why.landscape_figure(probed), "loss landscape",
+               caption="(a) Band: the lowest to the highest loss among L(w) and the L(w - eta g); line: L(w). "
+                       "(b) Band: the smallest to the largest change of the gradient (l2 norm over all parameters, "
+                       "gamma and beta included) over the step sizes. (c) The largest change of gradient per unit of "
+                       "distance moved, a local estimate of how fast the gradient varies (its Lipschitz constant, "
+                       "beta) in the direction we actually step. Narrow bands and a small beta: a step's outcome is "
+                       "predictable, so larger steps are safe. Computed in float64.")
+    cols = st.columns(3)
+    for col, (name, what) in zip(cols, (("loss_range", "loss range (a)"), ("max_grad_diff", "gradient change (b)"),
+                                        ("beta", "effective beta (c)"))):
+        med = medians(probed, name)
+        col.metric(f"median {what}, with BN", f"{med['with BN']:.3g}",
+                   delta=f"{med['with BN'] - med['without BN']:+.3g} vs without BN ({med['without BN']:.3g})",
+                   delta_color="inverse", help="Median over the 15 probed steps.")
+    st.info(
+        "The smoothness is measured in the space of the weights, and BN makes the loss **independent of the scale of "
+        "the weights that feed it**: L(a W) = L(W) for a > 0, so the gradient scales as 1/a and the curvature as "
+        "1/a². Small weights in front of BN therefore mean a large curvature over very small steps, so the answer "
+        "depends on the step sizes compared and on the weight scale. Measured with the defaults: over steps up to "
+        "4 x lr, all three quantities are smaller with BN; over 0.05 to 0.4 x lr (the range of Santurkar et al.'s "
+        "figure) the loss and the gradient still change less with BN, but its effective beta is larger. Try the "
+        "step-size control and the weight-initialization scale.")
+
+    # ----- 3. noisy BN ----------------------------------------------------------------------------------
+    st.header("3. Noisy BN: unstable layer inputs, and it still trains")
+    st.markdown(
+        "BN was introduced to reduce *internal covariate shift*: the change of each layer's input distribution as "
+        "the layers before it learn. Santurkar et al. test that explanation by adding it back: after every BN layer, "
+        "at every training step, each unit's output y becomes **s·y + m**, with m drawn from U(-shift, shift) and s "
+        "from U(1, scale), anew at each step (the same for all samples of the step). Every layer's input now moves "
+        "in mean and spread all the time, far more than without BN. In eval mode the noise is replaced by its mean "
+        "(y times E[s] = (1 + scale)/2).")
+    c1, c2 = st.columns(2)
+    shift = page.view_control(c1.select_slider, "noise_shift", "shift: m drawn from U(-shift, shift)",
+                              why.OPTIONS["noise_shift"], help="Random change of each unit's mean, per step.")
+    scale = page.view_control(c2.select_slider, "noise_scale", "scale: s drawn from U(1, scale)",
+                              why.OPTIONS["noise_scale"], help="Random factor on each unit's spread, per step.")
+    noisy_curves = ui.computed("Noisy BN", why.noisy_run, config, shift, scale)
+    curves = why.noisy_curves(probed, noisy_curves, why.Settings(step_max=step_max, noise_shift=shift, noise_scale=scale))
+    page.chart(why.noisy_figure(curves), "noisy BN",
+               caption="Left: training cross-entropy of each step's mini-batch (as trained: with the noise for noisy "
+                       "BN), moving average of 10 steps. Right: share of the held-out test set classified correctly, "
+                       "in eval mode. BN and no-BN are the runs of part 2.")
+    cols = st.columns(len(curves))
+    for col, (label, cur) in zip(cols, curves.items()):
+        col.metric(f"final test accuracy, {label}", f"{cur.test_acc[-1]:.1%}",
+                   help=f"Eval mode, after {cur.eval_steps[-1]} updates.")
+    page.download_all()

@@ -1,0 +1,41 @@
+"""The Activation histograms page in a real browser: it trains on first load, scrubs steps, says
+when a tap is missing, and keeps the display settings in the URL."""
+import re
+
+import pytest
+
+from conftest import ARTIFACTS, wait_for_charts
+
+pytestmark = pytest.mark.browser
+
+
+def wait_for_titles(page, *titles: str, timeout_ms: int = 300_000) -> None:
+    """Wait until a chart with each of these exact titles is drawn."""
+    page.wait_for_function("want => want.every(w => [...document.querySelectorAll('.js-plotly-plot .gtitle')]"
+                           ".some(t => t.textContent === w))", arg=list(titles), timeout=timeout_ms)
+
+
+def test_histograms_page_trains_scrubs_and_explains_a_missing_tap(page, app_url):
+    page.goto(app_url + "/Activation_histograms")
+    wait_for_charts(page, 3, timeout_ms=300_000)
+    wait_for_titles(page, "Pre-activation per layer at step 999",
+                    "Pre-activation, all units of layer 3: 15/50/85th percentiles",
+                    "Pre-activation of layer 3 over training")
+    page.screenshot(path=str(ARTIFACTS / "histograms.png"), full_page=True)
+
+    page.get_by_text("normalization output", exact=True).click()
+    page.get_by_text("without BN has no normalization output").wait_for()
+    slider = page.get_by_role("slider", name="Step")
+    slider.focus()
+    slider.press("Home")
+    wait_for_titles(page, "Normalization output per layer at step 0")
+    page.wait_for_url(re.compile(r"step=0"))
+    assert "tap=norm_output" in page.url
+    page.screenshot(path=str(ARTIFACTS / "histograms-bn-output-step0.png"), full_page=True)
+
+
+def test_a_shared_link_opens_the_same_view(page, app_url):
+    page.goto(app_url + "/Activation_histograms?tap=post_activation&step=500&bands=tensorboard&layer=0")
+    wait_for_charts(page, 3, timeout_ms=300_000)
+    wait_for_titles(page, "Post-activation per layer at step 500",
+                    "Post-activation, all units of layer 1: 0/7/16/31/50/69/84/93/100th percentiles")

@@ -1,0 +1,131 @@
+"""The activation figures draw exactly the numbers the History recorded (the History itself is
+checked against numpy in test_record.py)."""
+import numpy as np
+import pytest
+
+from bnviz.config import Config
+from bnviz.figures import activations as figs
+from bnviz.record import IOFFE_PERCENTILES, PERCENTILES, TENSORBOARD_PERCENTILES
+from bnviz.train import train
+
+
+@pytest.fixture(scope="module")
+def histories():
+    config = Config(steps=60, width=32, depth=2, record_every=10, eval_every=20)
+    return {"with BN": train(config).history, "without BN": train(config.without_norm()).history}
+
+
+def _traces(fig, kind):
+    return [t for t in fig.data if t.type == kind]
+
+
+@pytest.mark.parametrize("tap", ["pre_activation", "norm_output", "post_activation"])
+def test_layer_histogram_bars_are_counts_over_n(histories, tap):
+    step = 30
+    fig = figs.layer_histograms(histories, step, tap)
+    bars = _traces(fig, "bar")
+    expected = [(label, layer) for label, h in histories.items() for layer in range(2)
+                if (layer, tap) in h.snapshot_at(step).taps]
+    assert len(bars) == len(expected)
+    for bar, (label, layer) in zip(bars, expected):
+        h = histories[label]
+        st = h.snapshot_at(step).taps[(layer, tap)]
+        edges = h.edges[tap]
+        assert bar.legendgroup == label
+        assert bar.xaxis == ("x" if layer == 0 else f"x{layer + 1}")
+        np.testing.assert_allclose(bar.y, st.counts / st.n)
+        np.testing.assert_allclose(bar.x, (edges[:-1] + edges[1:]) / 2)
+        assert bar.width == pytest.approx(edges[1] - edges[0])
+    assert f"at step {step}" in fig.layout.title.text
+
+
+def test_bn_output_missing_without_bn_is_said_not_drawn(histories):
+    assert figs.runs_without(histories, "norm_output") == ["without BN"]
+    assert figs.runs_without(histories, "pre_activation") == []
+    for fig in (figs.layer_histograms(histories, 0, "norm_output"),
+                figs.percentile_bands(histories, 0, "norm_output"),
+                figs.moment_lines(histories, "norm_output", 0)):
+        assert "without BN: no normalization output" in fig.layout.title.subtitle.text
+        assert all(t.legendgroup != "without BN" for t in fig.data)
+    heat = figs.histogram_heatmap(histories, 0, "norm_output")
+    assert [t.name for t in heat.data] == ["with BN"]
+    assert any("no normalization output" in a.text for a in heat.layout.annotations)
+    assert figs.layer_histograms(histories, 0, "pre_activation").layout.title.subtitle.text is None
+
+
+def test_a_run_that_stopped_early_shows_its_last_snapshot_and_says_so():
+    config = Config(steps=60, width=16, depth=1, record_every=10, eval_every=20)
+    stopped = train(config, lambda done, total, h: done < 20).history
+    full = train(config).history
+    assert stopped.snapshots.steps[-1] < 59
+    fig = figs.layer_histograms({"full": full, "stopped": stopped}, 59, "pre_activation")
+    names = [t.name for t in fig.data]
+    assert names == ["full", f"stopped (step {stopped.snapshots.steps[-1]}, its last recorded)"]
+    last = stopped.snapshots[-1].taps[(0, "pre_activation")]
+    np.testing.assert_allclose(fig.data[1].y, last.counts / last.n)
+
+
+def test_values_beyond_the_bins_are_reported_per_panel():
+    h = train(Config(norm="none", init_scale=10.0, steps=1, width=64, depth=2)).history
+    st = h.snapshots[0].taps[(1, "pre_activation")]
+    beyond = (st.below + st.above) / st.n
+    assert beyond > 0.01  # init scale 10 spreads the second layer's pre-activations beyond [-8, 8]
+    fig = figs.layer_histograms({"no BN": h}, 0, "pre_activation")
+    texts = [a.text for a in fig.layout.annotations if a.xref == "x2 domain"]
+    assert texts == [f"no BN: {beyond:.1%} outside [-8, 8]"]
+
+
+@pytest.mark.parametrize("bands", [IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES])
+@pytest.mark.parametrize("unit", [False, True])
+def test_percentile_bands_are_the_recorded_percentiles(histories, bands, unit):
+    layer, tap = 1, "post_activation"
+    fig = figs.percentile_bands(histories, layer, tap, unit=unit, bands=bands)
+    assert len(fig.data) == len(histories) * len(bands)
+    for label, h in histories.items():
+        steps, stats = h.tap_series(layer, tap)
+        drawn = {t.meta: t for t in fig.data if t.legendgroup == label}
+        assert sorted(drawn) == sorted(bands)
+        for q, trace in drawn.items():
+            recorded = [(s.unit_percentiles if unit else s.percentiles)[PERCENTILES.index(q)] for s in stats]
+            np.testing.assert_array_equal(trace.x, steps)
+            np.testing.assert_allclose(trace.y, recorded)
+        median = drawn[50]
+        assert median.fill is None and median.line.width == 2
+        # each lower percentile of a pair fills up to its upper one, drawn just before it
+        order = [t.meta for t in fig.data if t.legendgroup == label]
+        for lo, hi in zip(sorted(bands)[:len(bands) // 2], sorted(bands)[::-1]):
+            assert drawn[lo].fill == "tonexty" and order[order.index(lo) - 1] == hi
+
+
+def test_percentile_bands_reject_unrecorded_or_even_sets(histories):
+    with pytest.raises(ValueError):
+        figs.percentile_bands(histories, 0, "pre_activation", bands=(10, 50, 90))
+    with pytest.raises(ValueError):
+        figs.percentile_bands(histories, 0, "pre_activation", bands=(15, 85))
+
+
+@pytest.mark.parametrize("log_color", [True, False])
+def test_heatmap_columns_are_the_histograms_of_each_recorded_step(histories, log_color):
+    layer, tap = 1, "pre_activation"
+    fig = figs.histogram_heatmap(histories, layer, tap, log_color=log_color)
+    assert [t.name for t in fig.data] == list(histories)
+    for trace, (label, h) in zip(fig.data, histories.items()):
+        steps, stats = h.tap_series(layer, tap)
+        shares = np.array([s.counts / s.n for s in stats]).T
+        np.testing.assert_array_equal(trace.x, steps)
+        np.testing.assert_allclose(np.asarray(trace.customdata, dtype=float), shares)
+        expected = np.log10(np.maximum(shares, figs.HEATMAP_FLOOR)) if log_color else shares
+        np.testing.assert_allclose(np.asarray(trace.z, dtype=float), expected)
+        assert trace.coloraxis == "coloraxis"  # one colour scale for both runs
+        np.testing.assert_allclose(np.asarray(trace.customdata, dtype=float).sum(axis=0),
+                                   [(s.n - s.below - s.above) / s.n for s in stats])
+
+
+def test_moment_lines_are_the_recorded_moments(histories):
+    fig = figs.moment_lines(histories, "post_activation", 59)
+    for label, h in histories.items():
+        stats = [h.snapshot_at(59).taps[(layer, "post_activation")] for layer in range(2)]
+        mean, std, zeros = [t for t in fig.data if t.legendgroup == label]
+        np.testing.assert_allclose(mean.y, [s.mean for s in stats])
+        np.testing.assert_allclose(std.y, [s.std for s in stats])
+        np.testing.assert_allclose(zeros.y, [s.zero_frac for s in stats])
