@@ -90,9 +90,9 @@ with ui.guard():
         c2.latex(r"\hat\mu \leftarrow \text{momentum}\,\hat\mu + (1-\text{momentum})\,\mu_B")
         st.markdown("Here mu-hat is the running estimate and mu_B the statistic of the current batch (its mean, or "
                     "its variance for the running variance). So **Keras 0.99 = PyTorch 0.01** and PyTorch's default "
-                    "0.1 = Keras 0.9. PyTorch's `momentum=None` uses m = 1/t at the t-th batch: the plain (cumulative) average of all batches "
-                    "so far, with no Keras equivalent. torch starts from running mean 0 and running variance 1 and "
-                    "accumulates the **unbiased** batch variance (divide by n - 1).")
+                    "0.1 = Keras 0.9. PyTorch's `momentum=None` uses m = 1/t at the t-th batch: the plain "
+                    "(cumulative) average of all batches so far, with no Keras equivalent. torch starts from running "
+                    "mean 0 and running variance 1 and accumulates the **unbiased** batch variance (divide by n - 1).")
         convention = page.view_control(st.radio, "convention", "Show momenta in the convention of", running.CONVENTIONS,
                                        format_func=lambda c: {"pytorch": "PyTorch (weight of the new batch)",
                                                               "keras": "Keras (weight of the old value = 1 - m)"}[c],
@@ -153,7 +153,8 @@ with ui.guard():
                                f"true mean. {band}; s = sigma^2 / n for the batch mean.")
             if variance == "unbiased":
                 var_caption = ("Solid: running variance fed the unbiased batch variance (sum of squared deviations / "
-                               "(n - 1)), as torch does; it starts at 1 and is unbiased: it centres on the true variance. "
+                               "(n - 1)), as torch does; it starts at 1 and is unbiased: it centres on the true "
+                               "variance. "
                                f"{band}; s = 2 sigma^4 / (n - 1) for Gaussian samples.")
             else:
                 var_caption = ("Solid: a running average of the biased batch variance (divide by n), the one BN "
@@ -165,7 +166,8 @@ with ui.guard():
             m1.metric("E[biased batch variance] / true variance", f"{(n - 1) / n:.4f}",
                       help=f"(n - 1)/n with n = {n}: why torch stores the unbiased variance (Bessel's correction).")
             m2.metric("noise of one batch mean (std)", f"{sigma / math.sqrt(n):.4g}",
-                      help="sigma / sqrt(n) at the start of the stream: what BN subtracts in training fluctuates by this.")
+                      help="sigma / sqrt(n) at the start of the stream: the batch mean BN subtracts in training "
+                           "fluctuates by this much.")
             m3.metric("noise of one unbiased batch variance (std)",
                       f"{math.sqrt(theory.batch_var_variance(sigma ** 2, n, unbiased=True)):.4g}",
                       help="sqrt(2 / (n - 1)) sigma^2 for Gaussian samples, at the start of the stream.")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from bnviz import export, streams, theory
@@ -75,7 +74,8 @@ def test_running_vs_population_lags_as_the_ema_predicts():
         var_fraction = ((cmp.running_var[p] - 1) * np.sign(pv - 1)).sum() / np.abs(pv - 1).sum()
         assert mean_fraction == pytest.approx(1 - remaining, abs=0.006), s
         assert var_fraction == pytest.approx(1 - remaining, abs=0.002), s
-    expected_error = np.mean(np.abs(cmp.running_mean - cmp.population_mean) / np.sqrt(cmp.population_var + 1e-5), axis=1)
+    expected_error = np.mean(np.abs(cmp.running_mean - cmp.population_mean)
+                             / np.sqrt(cmp.population_var + 1e-5), axis=1)
     np.testing.assert_allclose(cmp.mean_error(), expected_error)
 
 

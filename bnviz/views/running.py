@@ -11,7 +11,7 @@ Momenta are PyTorch's (weight of the new batch) everywhere in the code and the U
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -135,7 +135,9 @@ def coerce_stream_value(name: str, raw: Any) -> tuple[Any, str | None]:
     if name == "seed":
         lo, hi = SEED_RANGE
         clamped = int(round(min(max(value, lo), hi)))
-        return clamped, None if clamped == value else f"seed: {str(raw)[:20]} is not a whole number in [{lo}, {hi}]; using {clamped}"
+        if clamped == value:
+            return clamped, None
+        return clamped, f"seed: {str(raw)[:20]} is not a whole number in [{lo}, {hi}]; using {clamped}"
     options = STREAM_OPTIONS[name]
     snapped = min(options, key=lambda o: abs(o - value))
     if snapped != value:
@@ -215,8 +217,11 @@ def running_vs_population(run: Run, layer: int) -> figs.RunningVsPopulation:
         rv.append(ns.running_var)
         pm.append(point.population[layer][0])
         pv.append(point.population[layer][1])
-    c = len(rm[0]) if rm else 0
-    arr = lambda rows: np.asarray(rows, dtype=np.float64).reshape(len(steps), c)  # noqa: E731
+    channels = len(rm[0]) if rm else 0
+
+    def arr(rows: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(rows, dtype=np.float64).reshape(len(steps), channels)
+
     return figs.RunningVsPopulation(steps=np.asarray(steps, dtype=np.int64), running_mean=arr(rm),
                                     running_var=arr(rv), population_mean=arr(pm), population_var=arr(pv),
                                     eps=run.config.eps)
@@ -224,7 +229,7 @@ def running_vs_population(run: Run, layer: int) -> figs.RunningVsPopulation:
 
 def network_figures(trained: Mapping[str, Run], layer: int, step: int | None = None,
                     convention: str = "pytorch") -> dict[str, go.Figure]:
-    """Part (b): error vs step, per-channel scatter at ``step`` (default: the last paired step),
+    """Part (b): error vs step, per-channel scatter at ``step`` (default: :func:`default_step`),
     eval accuracy; runs labelled by their momentum in ``convention``."""
     relabelled = {momentum_label(r.config.momentum, convention): r for r in trained.values()}
     comparisons = {label: running_vs_population(r, layer) for label, r in relabelled.items()}
@@ -251,7 +256,7 @@ def default_step(paired: Sequence[int], steps: int) -> int:
     return min(paired, key=lambda s: abs(s - steps / 5))
 
 
-def paired_steps(comparisons: Sequence[figs.RunningVsPopulation] | Any) -> list[int]:
+def paired_steps(comparisons: Iterable[figs.RunningVsPopulation]) -> list[int]:
     """Steps every comparison holds (the runs share their cadence, so normally all of them)."""
     sets = [set(c.steps.tolist()) for c in comparisons]
     return sorted(set.intersection(*sets)) if sets else []
