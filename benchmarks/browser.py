@@ -81,20 +81,31 @@ def _wait_idle(page, timeout_ms: int = 300_000) -> None:
                            timeout=timeout_ms)
 
 
-def _import_time() -> float:
-    """Seconds a fresh interpreter takes to import what app.py imports (the first script run pays it)."""
-    code = ("import time; t = time.perf_counter()\n"
-            "import streamlit, bnviz.ui, bnviz.figures, bnviz.views.home\n"
-            "print(time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
+def _import_time() -> dict[str, Any]:
+    """What a fresh interpreter spends importing what app.py imports (the first script run pays
+    it): total seconds and the heaviest top-level packages, from ``python -X importtime``."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                          "import streamlit, bnviz.ui, bnviz.figures, bnviz.views.home"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    total = 0.0
+    heaviest: dict[str, float] = {}
+    for line in out.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        seconds, name = int(parts[1]) / 1e6, parts[2].strip()
+        if parts[2].startswith("  ") is False:            # a top-level import of the statement
+            total += seconds
+        if "." not in name or name.startswith("bnviz."):   # packages, and bnviz's own modules
+            heaviest[name] = max(heaviest.get(name, 0.0), seconds)
+    top = sorted(heaviest.items(), key=lambda kv: -kv[1])[:10]
+    return {"total_s": round(total, 3), "cumulative_s": {k: round(v, 3) for k, v in top}}
 
 
 def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result, Server | None]:
     repeats = 1 if quick else 3
     query = "?steps=100" if quick else ""
-    chart, health, trained = [], [], []
+    chart, health, title, trained = [], [], [], []
     server = None
     for i in range(repeats):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -103,6 +114,9 @@ def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result
         try:
             health.append(server.wait_healthy())
             page.goto(server.url + "/" + query, wait_until="commit")
+            # The title is the script's first element, sent once its imports are done.
+            page.wait_for_selector("h1", timeout=300_000)
+            title.append(time.perf_counter() - server.started)
             page.wait_for_selector(CHART, timeout=300_000)
             chart.append(time.perf_counter() - server.started)
             page.get_by_text("test accuracy", exact=False).first.wait_for(timeout=300_000)
@@ -118,9 +132,26 @@ def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result
         "first_chart_s", chart, "s",
         "launch of `streamlit run app.py` to the first Plotly chart drawn in headless Chromium (home page, "
         f"default settings{', steps=100' if quick else ''}; a new server per repeat)", target=6.0,
-        detail={"server_healthy_s": spread(health), "trained_and_final_chart_s": spread(trained),
-                "fresh_import_s": round(_import_time(), 3)}), (server if keep_server else None)
+        detail={"server_healthy_s": spread(health), "title_visible_s": spread(title),
+                "trained_and_final_chart_s": spread(trained),
+                "fresh_import": None if quick else _import_time()}), \
+        (server if keep_server else None)
 
+
+# Timestamps every message the server sends, to split a redraw into the server's rerun and the
+# browser's rendering: the last message before the plots change carries their new figure.
+_JS_TAP_WEBSOCKET = """
+(() => {
+  const Original = window.WebSocket;
+  window.__wsIn = [];
+  window.WebSocket = class extends Original {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', () => window.__wsIn.push(performance.now()));
+    }
+  };
+})();
+"""
 
 _JS_SETUP = """
 () => {
@@ -190,12 +221,13 @@ def _prepare_and_act(page, control: dict[str, Any], state: dict[str, Any]):
 def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
     if not HISTOGRAMS_PAGE.exists():
         return None
-    changes = 3 if quick else 15
+    changes = 2 if quick else 15
     own_server = server is None
     if own_server:
         server = Server()
         server.wait_healthy()
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script(_JS_TAP_WEBSOCKET)
     page = context.new_page()
     page.set_default_timeout(300_000)
     try:
@@ -209,6 +241,8 @@ def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
         latencies: dict[str, list[float]] = {c["cls"]: [] for c in controls}
         dom: list[float] = []
         settled: list[float] = []
+        server_part: list[float] = []
+        browser_part: list[float] = []
         state: dict[str, Any] = {}
         for i in range(changes + 1):                      # the first change is a warm-up
             control = controls[i % len(controls)]
@@ -220,14 +254,19 @@ def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
             page.wait_for_function("() => window.__redraw.frame !== null", timeout=60_000)
             _wait_idle(page)
             page.wait_for_timeout(300)                    # let trailing redraws land before reading `last`
-            w = page.evaluate("() => { const w = window.__redraw; w.armed = false;"
-                              " return {frame: w.frame - w.t0, dom: w.dom - w.t0, last: w.last - w.t0}; }")
+            w = page.evaluate("""() => { const w = window.__redraw; w.armed = false;
+                const before = window.__wsIn.filter(t => t > w.t0 && t <= w.dom);
+                const delta = before.length ? Math.max(...before) : w.t0;
+                return {frame: w.frame - w.t0, dom: w.dom - w.t0, last: w.last - w.t0,
+                        server: delta - w.t0, browser: w.frame - delta}; }""")
             if page.get_by_text("network(s)…").count():
                 raise RuntimeError("a display-only change started training")
             if i > 0:
                 latencies[control["cls"]].append(w["frame"])
                 dom.append(w["dom"])
                 settled.append(w["last"])
+                server_part.append(w["server"])
+                browser_part.append(w["browser"])
     finally:
         context.close()
         if own_server:
@@ -240,7 +279,9 @@ def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
                   f"first painted frame with changed plots, no retraining; median of {len(samples)} changes",
                   target=300.0,
                   detail={"per_control_ms": per_control, "control_kinds": kinds,
-                          "dom_changed_ms": spread(dom, digits=1), "settled_ms": spread(settled, digits=1)})
+                          "dom_changed_ms": spread(dom, digits=1), "settled_ms": spread(settled, digits=1),
+                          "until_last_message_before_change_ms": spread(server_part, digits=1),
+                          "message_to_painted_change_ms": spread(browser_part, digits=1)})
 
 
 def run(quick: bool) -> list[Result]:

@@ -57,7 +57,7 @@ def png_export(quick: bool) -> list[Result]:
     start = time.perf_counter()
     first = export.figure_png(order[0], width=WIDTH)    # in-process first call: starts the browser
     lazy = [time.perf_counter() - start]
-    renders = 4 if quick else 20
+    renders = 2 if quick else 20
     times, sizes = [], {}
     for i in range(renders):
         name = list(figs)[i % len(figs)]

@@ -44,7 +44,9 @@ with ui.guard():
                    caption="Values leaving the chosen layer in one training forward pass (all samples, all units), "
                            "i.e. the input of the next layer. Left: density of the values that are not exactly 0 "
                            "(share of all values per unit of x, so runs binned on different ranges compare; the "
-                           "exact zeros are taken out). Right: share of values exactly 0; the black mark is the "
+                           "exact zeros are taken out; after ReLU→BN the ReLU's zeros reappear as one value per "
+                           "unit, (0 - batch mean) / batch std x gamma + beta: the tall spike below 0). Right: share "
+                           "of values exactly 0; the black mark is the "
                            "rectified-Gaussian prediction for BN→ReLU from its gamma and beta, "
                            "avg over units of Phi(-beta/|gamma|) (with dropout after the ReLU: 1 - (1-p)(1 - that)).")
         if "BN-ReLU vs rectified Gaussian" in figs:

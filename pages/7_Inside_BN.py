@@ -66,23 +66,24 @@ with ui.guard():
     m, d = steps.x.shape
     samples = [f"sample {i + 1}" for i in range(m)]
     feats = [f"feature {j + 1}" for j in range(d)]
-    cols = st.columns(4)
+    cols = st.columns([3, 4, 3, 3])
     cols[0].markdown("**x** (the batch)")
-    cols[0].dataframe(table(steps.x, samples, feats))
+    cols[0].table(table(steps.x, samples, feats).style.format("{:g}"))
     cols[1].markdown("**batch statistics** (per feature)")
-    cols[1].dataframe(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
-                            ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
+    cols[1].table(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
+                        ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
     cols[2].markdown("**x_hat** (normalized)")
-    cols[2].dataframe(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
+    cols[2].table(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
     cols[3].markdown(f"**y** = {steps.gamma[0]:g} x_hat + ({steps.beta[0]:g})")
-    cols[3].dataframe(table(steps.y, samples, feats).style.format("{:.4f}"))
+    cols[3].table(table(steps.y, samples, feats).style.format("{:.4f}"))
     x1 = steps.x[:, 0]
     st.markdown("Feature 1, worked out:")
     st.latex(
-        rf"\mu_B=\tfrac14({' + '.join(f'{v:g}' for v in x1)})={steps.mean[0]:.4f},\quad "
-        rf"\sigma_B^2=\tfrac14\sum_i (x_i-\mu_B)^2={steps.var[0]:.4f},\quad "
+        rf"\mu_B=\tfrac14\big({' + '.join(f'({v:g})' for v in x1)}\big)={steps.mean[0]:.4f},\qquad "
+        rf"\sigma_B^2=\tfrac14\sum_i (x_i-\mu_B)^2={steps.var[0]:.4f}")
+    st.latex(
         rf"\hat x_1=\frac{{{x1[0]:g}-({steps.mean[0]:.4f})}}{{\sqrt{{{steps.var[0]:.4f}+10^{{-5}}}}}}"
-        rf"={steps.x_hat[0, 0]:.4f},\quad y_1={steps.gamma[0]:g}\cdot({steps.x_hat[0, 0]:.4f})+({steps.beta[0]:g})"
+        rf"={steps.x_hat[0, 0]:.4f},\qquad y_1={steps.gamma[0]:g}\cdot({steps.x_hat[0, 0]:.4f})+({steps.beta[0]:g})"
         rf"={steps.y[0, 0]:.4f}")
     st.caption(f"Check: each column of x_hat has mean {np.abs(steps.x_hat.mean(axis=0)).max():.1e} (0 up to "
                f"rounding) and variance {steps.x_hat.var(axis=0).min():.5f} to {steps.x_hat.var(axis=0).max():.5f} "
@@ -96,9 +97,9 @@ with ui.guard():
     cmp = bn_steps.compare_implementations(steps)
     c1, c2, c3 = st.columns([2, 2, 1])
     c1.markdown("`bnviz.norms.BatchNorm` (reference, elementary tensor ops)")
-    c1.dataframe(table(cmp.reference, samples, feats).style.format("{:.6f}"))
+    c1.table(table(cmp.reference, samples, feats).style.format("{:.6f}"))
     c2.markdown("`torch.nn.BatchNorm1d` (PyTorch's fused kernel)")
-    c2.dataframe(table(cmp.torch, samples, feats).style.format("{:.6f}"))
+    c2.table(table(cmp.torch, samples, feats).style.format("{:.6f}"))
     c3.metric("largest |difference|", f"{cmp.max_abs_diff:.2e}",
               help="max over the 12 outputs of |reference - torch|, both in float32, training mode, same gamma, "
                    "beta and eps. float32 carries about 7 significant digits, so ~1e-7 is rounding.")

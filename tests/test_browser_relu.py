@@ -16,7 +16,7 @@ def test_relu_page_shows_the_theory_check_at_initialization_and_exports(page, ap
     page.get_by_text("BN→ReLU: [Linear → BN → ReLU] × 3 → Linear (classifier)").wait_for()
     wait_for_titles(page, "BN→ReLU output vs the rectified Gaussian at step 0")
     notes = page.locator(".js-plotly-plot .annotation-text").evaluate_all("els => els.map(e => e.textContent)")
-    predicted = [n for n in notes if "predicted" in n]
+    predicted = [n for n in notes if n.startswith("exactly 0:")]
     assert len(predicted) == 3 and all("50.0% predicted" in n for n in predicted)
     recorded = [float(re.search(r"([\d.]+)% recorded", n).group(1)) / 100 for n in predicted]
     assert all(abs(r - 0.5) < 0.05 for r in recorded), recorded

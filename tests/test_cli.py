@@ -43,12 +43,18 @@ def test_one_page_from_a_link_writes_png_and_csv(tmp_path):
     assert acc.y.between(0, 1).all()
 
 
+def run_main(*args: str) -> tuple[int, str]:
+    """The same command in this process (no interpreter start-up): exit status and stderr text."""
+    stream = io.StringIO()
+    return cli.main(["export", *args], stream), stream.getvalue()
+
+
 def test_csv_only_and_experiment_progress(tmp_path):
-    done = export("--out", str(tmp_path), "--page", "why", "--no-png", "--config", "?steps=20&depth=2")
-    assert done.returncode == 0, done.stderr
+    status, err = run_main("--out", str(tmp_path), "--page", "why", "--no-png", "--config", "?steps=20&depth=2")
+    assert status == 0, err
     names = sorted(p.name for p in (tmp_path / "why").iterdir())
     assert names == ["learning-rate-sweep.csv", "loss-landscape.csv", "noisy-bn.csv"]
-    assert "[1/1] why: drawing figures" in done.stderr
+    assert "[1/1] why: drawing figures" in err
     sweep = pd.read_csv(tmp_path / "why" / "learning-rate-sweep.csv")
     assert {"with BN", "without BN"} <= set(sweep.trace)
 
@@ -73,29 +79,36 @@ def test_unknown_page_lists_the_valid_ones(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_configuration_file_exits_2_without_a_traceback(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    done = export("--out", str(tmp_path / "out"), "--page", "figure1", "--config", str(path))
+    assert done.returncode == 2
+    assert "is not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "is not valid JSON"),
     ("[1, 2]", "must hold a JSON object"),
     ('{"stepz": 10}', "unknown setting(s) 'stepz'"),
     ('{"steps": [1, 2]}', "must be a single number"),
     ('{"batch_size": 1}', "cannot train"),
     ('{"dataset": "mnist"}', "MNIST data not found"),
+    ("\udcff", "cannot read configuration file"),
 ])
-def test_bad_configuration_file_is_a_clear_error(tmp_path, content, message):
+def test_bad_configuration_is_a_clear_error(tmp_path, monkeypatch, content, message):
+    monkeypatch.setenv("BNVIZ_DATA_DIR", str(tmp_path / "no-data"))
     path = tmp_path / "config.json"
-    path.write_text(content)
-    done = export("--out", str(tmp_path / "out"), "--page", "figure1", "--config", str(path),
-                  env={"BNVIZ_DATA_DIR": str(tmp_path / "no-data")})
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    status, err = run_main("--out", str(tmp_path / "out"), "--page", "figure1", "--config", str(path))
+    assert status == 2
+    assert message in err
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_file_that_is_not_a_link(tmp_path):
-    stream = io.StringIO()
-    assert cli.main(["export", "--out", str(tmp_path), "--config", str(tmp_path / "nope.json")], stream) == 2
-    assert "no such file, and not a link" in stream.getvalue()
+    status, err = run_main("--out", str(tmp_path), "--config", str(tmp_path / "nope.json"))
+    assert status == 2 and "no such file, and not a link" in err
 
 
 def test_json_values_go_through_the_same_validation_as_links(tmp_path):
@@ -111,3 +124,23 @@ def test_json_values_go_through_the_same_validation_as_links(tmp_path):
     assert any("steps" in n for n in notes) and any("width" in n for n in notes)
     assert cli.page_config(view, cli.read_settings("http://localhost:8501/"))[0] == view.default
     assert isinstance(config, Config)
+
+
+def test_progress_lines_and_experiment_reports():
+    from bnviz.views import View
+    stream = io.StringIO()
+    progress = cli.Progress(total=2, stream=stream, interval=0.0)
+    progress.start("why: training with BN")
+    progress.update("step 10/20")
+
+    def figures(config, runs, progress=None):
+        progress(1, 2, "loss landscape: with BN: step 5/10")
+        return {}
+    view = View("fake", "Fake", Config(), lambda c: {}, figures)
+    progress.start("fake: drawing figures")
+    assert cli._figures(view, Config(), {}, progress) == {}
+    assert stream.getvalue().splitlines() == [
+        "[1/2] why: training with BN", "[1/2] why: training with BN: step 10/20",
+        "[2/2] fake: drawing figures", "[2/2] fake: drawing figures: loss landscape: with BN: step 5/10"]
+    plain = View("plain", "Plain", Config(), lambda c: {}, lambda config, runs: {"x": None})
+    assert cli._figures(plain, Config(), {}, progress) == {"x": None}

@@ -1,5 +1,7 @@
 """The ReLU-after-BN figures: their theory against Monte-Carlo and bnviz.theory, their data against
 the History, and the theory against the recorded network at initialization."""
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -170,3 +172,18 @@ def test_shifted_gaussian_theory_curve_and_points(at_init):
     assert [t.y[0] for t in points] == [at_init["BN→ReLU"].snapshots[0].taps[(layer, "post_activation")].zero_frac
                                         for layer in range(3)]
     assert len(figs.shifted_relu_theory().data) == 3  # pure theory without a run
+
+
+def test_a_diverged_layer_without_finite_gamma_is_left_out_not_an_error(at_init):
+    histories = copy.deepcopy(at_init)
+    h = histories["BN→ReLU"]
+    nan = np.full(h.snapshots[0].norms[0].weight.shape, np.nan, dtype=np.float32)
+    h.snapshots[0].norms[0] = dataclasses.replace(h.snapshots[0].norms[0], weight=nan)
+    assert not figs.has_finite_affine(h.snapshots[0].norms[0]) and figs.has_finite_affine(h.snapshots[0].norms[1])
+    check = figs.rectified_gaussian_check(h, 0)
+    assert [t.xaxis for t in check.data if t.type == "scatter"] == ["x2", "x3"]
+    theory_lines = [t for t in figs.relu_moments(histories, 0).data if t.legendgroup == "theory"]
+    assert list(theory_lines[0].x) == ["layer 2", "layer 3"]
+    assert not [t for t in figs.next_layer_input(histories, 0, 0).data if t.name.startswith("rectified")]
+    assert len(figs.shifted_relu_theory(h, 0).data) == 3 + 2
+    figs.gamma_beta_over_training(h)

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..models import TAP_LABELS
-from ..record import IOFFE_PERCENTILES, PERCENTILES, History
+from ..record import IOFFE_PERCENTILES, PERCENTILES, History, Snapshot
 from .common import color, rgba, styled
 
 
@@ -38,6 +38,13 @@ def short(tap: str) -> str:
     return TAP_LABELS[tap].split(" (")[0]
 
 
+def snapshot_for(label: str, history: History, step: int) -> tuple[Snapshot, str]:
+    """The snapshot a figure of ``step`` shows for a run, and the run's legend name: a run whose
+    recording ended earlier (diverged, stopped) shows its last snapshot and says which step that is."""
+    snap = history.snapshot_at(step)
+    return snap, label if snap.step == step else f"{label} (step {snap.step}, its last recorded)"
+
+
 def runs_without(histories: Mapping[str, History], tap: str) -> list[str]:
     """Labels of the runs that never recorded ``tap`` (e.g. "norm_output" in a run without a norm)."""
     return [label for label, h in histories.items() if tap not in h.taps]
@@ -65,8 +72,7 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True)
     outside: dict[int, list[str]] = {layer: [] for layer in range(len(names))}
     for i, (label, h) in enumerate(histories.items()):
-        snap = h.snapshot_at(step)
-        name = label if snap.step == step else f"{label} (step {snap.step}, its last recorded)"
+        snap, name = snapshot_for(label, h, step)
         edges = h.edges[tap]
         for layer in range(len(names)):
             st = snap.taps.get((layer, tap))
@@ -184,14 +190,14 @@ def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Fi
     """Mean, standard deviation and fraction of exact zeros of ``tap`` across depth at ``step``."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("mean", "standard deviation", "fraction of exact zeros"))
     for i, (label, h) in enumerate(histories.items()):
-        snap = h.snapshot_at(step)
+        snap, name = snapshot_for(label, h, step)
         layers = [layer for layer in range(len(h.layer_names)) if (layer, tap) in snap.taps]
         if not layers:
             continue
         stats = [snap.taps[(layer, tap)] for layer in layers]
         x = [h.layer_names[layer] for layer in layers]
         for col, values in enumerate(([s.mean for s in stats], [s.std for s in stats], [s.zero_frac for s in stats])):
-            fig.add_scatter(x=x, y=values, name=label, mode="lines+markers", line=dict(color=color(i)),
+            fig.add_scatter(x=x, y=values, name=name, mode="lines+markers", line=dict(color=color(i)),
                             legendgroup=label, showlegend=col == 0, row=1, col=col + 1)
     fig.update_yaxes(tickformat=".0%", row=1, col=3)
     styled(fig, f"{short(tap).capitalize()}: moments across depth at step {step}")

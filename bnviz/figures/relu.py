@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 from .. import theory
 from ..config import Config
 from ..record import History, NormStats, TapStats
-from .activations import bin_centers, moment_lines
+from .activations import bin_centers, moment_lines, snapshot_for
 from .common import color, rgba, styled
 
 # gamma may be (near) 0; the rectified Gaussian needs sigma > 0.
@@ -46,7 +46,13 @@ def keep_after_relu(config: Config) -> float:
 def _scales(norm: NormStats) -> tuple[np.ndarray, np.ndarray]:
     """(|gamma|, beta) per unit, in float64. ReLU(gamma z + beta) has the law of ReLU(|gamma| z + beta)
     for a symmetric z, so the sign of gamma does not matter."""
-    return (np.maximum(np.abs(norm.weight.astype(np.float64)), _MIN_SCALE), norm.bias.astype(np.float64))
+    return np.maximum(np.abs(norm.weight.astype(np.float64)), _MIN_SCALE), norm.bias.astype(np.float64)
+
+
+def has_finite_affine(norm: NormStats | None) -> bool:
+    """Whether a norm layer has a gamma and beta to predict from (a diverged run's may be NaN)."""
+    return (norm is not None and norm.weight is not None and norm.bias is not None
+            and bool(np.isfinite(norm.weight).all() and np.isfinite(norm.bias).all()))
 
 
 def zero_probabilities(norm: NormStats) -> np.ndarray:
@@ -117,7 +123,7 @@ def next_layer_input(histories: Mapping[str, History], layer: int, step: int, *,
     theory_label = _bn_relu_label(histories)
     occupied: list[float] = []
     for i, (label, h) in enumerate(histories.items()):
-        snap = h.snapshot_at(step)
+        snap, name = snapshot_for(label, h, step)
         st = snap.taps.get((layer, "output"))
         if st is None:
             continue
@@ -127,13 +133,13 @@ def next_layer_input(histories: Mapping[str, History], layer: int, step: int, *,
         if filled.size:
             occupied += [float(edges[filled[0]]), float(edges[filled[-1] + 1])]
         fig.add_scatter(x=edges, y=np.append(nonzero_density(st, edges), np.nan), mode="lines",
-                        line=dict(color=color(i), width=2, shape="hv"), name=label, legendgroup=label,
+                        line=dict(color=color(i), width=2, shape="hv"), name=name, legendgroup=label,
                         hovertemplate=f"{label}<br>from %{{x:.2f}}: density %{{y:.3f}}<extra>mean {st.mean:.3f}, "
                                       f"std {st.std:.3f}, outside [{edges[0]:g}, {edges[-1]:g}]: {beyond:.1%}</extra>",
                         row=1, col=1)
         fig.add_bar(x=[label], y=[st.zero_frac], marker_color=color(i), name=label, legendgroup=label,
                     showlegend=False, hovertemplate=f"{label}: %{{y:.1%}} exactly 0<extra></extra>", row=1, col=2)
-        if label == theory_label and layer in snap.norms:
+        if label == theory_label and has_finite_affine(snap.norms.get(layer)):
             pred = predict_layer(snap.norms[layer], keep_after_relu(h.config))
             fig.add_scatter(x=[label], y=[pred.p_zero], mode="markers", name="rectified Gaussian (from gamma, beta)",
                             marker=dict(symbol="line-ew-open", size=28, color="black", line=dict(width=3)),
@@ -160,7 +166,7 @@ def rectified_gaussian_check(history: History, step: int) -> go.Figure:
     for layer in range(len(names)):
         st = snap.taps.get((layer, "post_activation"))
         norm = snap.norms.get(layer)
-        if st is None or norm is None or norm.weight is None:
+        if st is None or not has_finite_affine(norm):
             continue
         first = layer == 0
         fig.add_bar(x=bin_centers(edges), y=nonzero_density(st, edges), width=float(edges[1] - edges[0]),
@@ -190,7 +196,7 @@ def relu_moments(histories: Mapping[str, History], step: int) -> go.Figure:
         return fig
     h = histories[label]
     snap = h.snapshot_at(step)
-    layers = [layer for layer in range(len(h.layer_names)) if layer in snap.norms]
+    layers = [layer for layer in range(len(h.layer_names)) if has_finite_affine(snap.norms.get(layer))]
     preds = [predict_layer(snap.norms[layer], keep_after_relu(h.config)) for layer in layers]
     x = [h.layer_names[layer] for layer in layers]
     for col, values in enumerate(([p.mean for p in preds], [p.std for p in preds], [p.p_zero for p in preds])):
@@ -224,7 +230,7 @@ def gamma_beta_over_training(history: History) -> go.Figure:
     snaps = [snap for snap in history.snapshots if snap.norms]
     for layer, name in enumerate(history.layer_names):
         if not snaps or layer not in snaps[0].norms or snaps[0].norms[layer].weight is None:
-            continue
+            continue  # no learned affine (a norm without gamma and beta)
         c, first = color(layer), True
         norms = [snap.norms[layer] for snap in snaps]
         _spread(fig, steps, np.array([n.weight for n in norms]), name, c, 1, 1, first)
@@ -270,7 +276,7 @@ def shifted_relu_theory(history: History | None = None, step: int | None = None)
         snap = history.snapshot_at(step)
         for layer, name in enumerate(history.layer_names):
             norm, st = snap.norms.get(layer), snap.taps.get((layer, "post_activation"))
-            if norm is None or norm.weight is None or st is None:
+            if st is None or not has_finite_affine(norm):
                 continue
             scale, beta = _scales(norm)
             mu = beta / scale

@@ -1,0 +1,63 @@
+"""The benchmark code runs and writes every key; not a timed test (``make bench`` measures).
+
+``python -m benchmarks --quick`` uses tiny repeat counts and short runs, so its numbers mean
+nothing; what is checked is that each group runs end to end (real browser and kaleido included)
+and that latest.json has the documented keys as finite numbers.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+
+REQUIRED = ("instrumentation_overhead", "reference_bn_vs_torch", "export_png_s", "default_run_s",
+            "default_run_vs_bare", "first_chart_s", "redraw_ms", "history_mb_50k_steps")
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_baselines_do_the_same_training_work():
+    """The ratios' denominators train the same model on the same batches: the bare loop and
+    train(record=False) end with the weights train() ends with, bit for bit (so recording and
+    evaluating change nothing in the training itself)."""
+    from benchmarks.training import bare_loop
+    from bnviz.config import Config
+    from bnviz.data import load
+    from bnviz.train import train
+
+    config = Config(steps=25, width=16, depth=2, record_every=5, eval_every=10)
+    data = load(config)
+    recorded = train(config, dataset=data)
+    unrecorded = train(config, dataset=data, record=False)
+    bare = bare_loop(config, data)
+    assert len(recorded.history.snapshots) > 1 and len(recorded.history.evals) > 1
+    assert len(unrecorded.history.snapshots) == 0 and len(unrecorded.history.evals) == 0
+    assert len(unrecorded.history.losses) == config.steps
+    reference = _state(recorded.model)
+    for other in (unrecorded.model, bare):
+        state = _state(other)
+        assert state.keys() == reference.keys()
+        for key, value in reference.items():
+            assert torch.equal(state[key], value), key
+
+
+def test_quick_run_writes_every_key(tmp_path):
+    out = tmp_path / "latest.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == {}
+    for key in REQUIRED:
+        assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
+        assert key in proc.stdout                                  # the printed table has a row per key
+        detail = result["detail"][key]
+        assert detail["min"] <= detail["median"] <= detail["max"]
+    assert result["machine"]["torch_threads"] == 1
+    assert len(result["machine"]["loadavg_start"]) == 3 and len(result["machine"]["loadavg_end"]) == 3
+    assert result["detail"]["redraw_ms"]["control_kinds"], "no display control found on the histograms page"

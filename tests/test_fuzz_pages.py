@@ -1,0 +1,183 @@
+"""Every page survives every legal input: a property-based walk through its controls.
+
+For each page (``app.py`` and ``pages/*.py``, found at collection time) one AppTest session opens the
+page, then hypothesis sets random legal values on random controls (options, both ends of every range,
+empty and full multiselects) and reruns, ``FUZZ_EXAMPLES`` times. After every run:
+
+- no exception reaches the page, and no error is the catch-all "Something went wrong" of
+  ``ui.guard()`` (an unexpected exception the page should have prevented or explained);
+- every ``st.error`` has text;
+- choosing MNIST / Fashion-MNIST (not on disk in the tests) shows an error naming the folder to use.
+
+Values are sent as the browser sends them (the option's label), so no ``format_func`` has to be
+inverted. Training stays small: the shared steps control is kept at 100 or 200 steps.
+``BNVIZ_FUZZ_EXAMPLES=50 pytest tests/test_fuzz_pages.py`` runs a deeper search.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+FUZZ_EXAMPLES = int(os.environ.get("BNVIZ_FUZZ_EXAMPLES", "8"))
+MAX_CHANGES = 3            # controls changed before one rerun
+MAX_STEPS = 200            # the steps control is kept at or below this
+RUN_TIMEOUT_S = 300
+KINDS = ("selectbox", "select_slider", "slider", "radio", "number_input", "toggle", "checkbox", "multiselect")
+DATA_DIR = os.environ["BNVIZ_DATA_DIR"]  # set by conftest to a folder without MNIST
+TOTALS: dict[str, int] = {}
+
+
+# ----- setting a control as the browser does -----------------------------------------------------------
+def send_labels(widget, labels: list[str]) -> None:
+    """Make ``widget`` send ``labels`` (its options as displayed) on the next run, as the frontend does."""
+    single = widget.type in ("selectbox", "radio")
+
+    def state(self) -> WidgetState:
+        ws = WidgetState()
+        ws.id = self.id
+        if single:
+            ws.string_value = labels[0]
+        else:
+            ws.string_array_value.data[:] = labels
+        return ws
+
+    cls = type(widget)
+    widget.__class__ = type(f"Fuzzed{cls.__name__}", (cls,), {"_widget_state": property(state)})
+
+
+def _name(widget) -> str:
+    return widget.key or f"{widget.type} {widget.label!r}"
+
+
+def _is_steps(widget) -> bool:
+    return widget.key is not None and (widget.key == "steps" or widget.key.endswith(".steps"))
+
+
+def _extremes_or_any(options: list) -> st.SearchStrategy:
+    return st.one_of(st.sampled_from([options[0], options[-1]]), st.sampled_from(options))
+
+
+def _grid(lo: float, hi: float, step: float, is_int: bool) -> st.SearchStrategy:
+    """Values a slider or number input can take: both ends, or a point on its step grid."""
+    if is_int:
+        lo, hi = int(lo), int(hi)
+        step = max(int(step), 1)
+        return st.one_of(st.sampled_from([lo, hi]), st.integers(lo, hi).map(lambda v: lo + (v - lo) // step * step))
+    n = int(round((hi - lo) / step)) if step else 0
+    return st.one_of(st.sampled_from([lo, hi]), st.integers(0, max(n, 0)).map(lambda k: min(round(lo + k * step, 10), hi)))
+
+
+def set_random_value(widget, data) -> str:
+    """Give ``widget`` a random legal value drawn from ``data``; return what was done."""
+    kind = widget.type
+    if kind in ("selectbox", "radio"):
+        options = list(widget.options)
+        if _is_steps(widget):
+            options = [o for o in options if o.isdigit() and int(o) <= MAX_STEPS] or options[:1]
+        label = data.draw(_extremes_or_any(options), label=_name(widget))
+        send_labels(widget, [label])
+        return f"{_name(widget)} = {label!r}"
+    if kind == "multiselect":
+        options = list(widget.options)
+        limit = widget.proto.max_selections or len(options)
+        chosen = data.draw(st.one_of(st.just([]), st.just(options[:limit]),
+                                     st.lists(st.sampled_from(options), unique=True, max_size=limit)),
+                           label=_name(widget))
+        send_labels(widget, chosen)
+        return f"{_name(widget)} = {chosen!r}"
+    if kind == "select_slider":
+        options = list(widget.options)
+        if isinstance(widget.value, (list, tuple)):
+            i, j = sorted(data.draw(st.tuples(st.integers(0, len(options) - 1), st.integers(0, len(options) - 1)),
+                                    label=_name(widget)))
+            labels = [options[i], options[j]]
+        else:
+            labels = [data.draw(_extremes_or_any(options), label=_name(widget))]
+        send_labels(widget, labels)
+        return f"{_name(widget)} = {labels!r}"
+    if kind == "slider":
+        proto = widget.proto
+        if proto.data_type not in (proto.INT, proto.FLOAT):
+            return f"{_name(widget)}: a date or time slider, left alone"
+        is_int = proto.data_type == proto.INT
+        values = _grid(proto.min, proto.max, proto.step, is_int)
+        if isinstance(widget.value, (list, tuple)):
+            value = sorted(data.draw(st.tuples(values, values), label=_name(widget)))
+        else:
+            value = data.draw(values, label=_name(widget))
+        widget.set_value(value)
+        return f"{_name(widget)} = {value!r}"
+    if kind == "number_input":
+        is_int = widget.proto.data_type == widget.proto.INT
+        current = widget.value if widget.value is not None else 0
+        lo = widget.min if widget.min is not None else current - 10**6
+        hi = widget.max if widget.max is not None else current + 10**6
+        value = data.draw(_grid(lo, hi, widget.step or 1, is_int), label=_name(widget))
+        widget.set_value(int(value) if is_int else float(value))
+        return f"{_name(widget)} = {value!r}"
+    value = data.draw(st.booleans(), label=_name(widget))
+    widget.set_value(value)
+    return f"{_name(widget)} = {value!r}"
+
+
+def fuzzable(at: AppTest) -> list:
+    """The controls a user can change now (enabled, outside forms, not the Stop button)."""
+    return [w for kind in KINDS for w in at.get(kind)
+            if not getattr(w.proto, "disabled", False) and not getattr(w, "form_id", "")]
+
+
+# ----- what must hold after every run ----------------------------------------------------------------------
+def problems_after_run(at: AppTest) -> list[str]:
+    found = []
+    if at.exception:
+        found += [f"exception: {e.value[:500]}" for e in at.exception]
+    errors = [e.value for e in at.error]
+    found += ["an st.error without text" for e in errors if not e.strip()]
+    found += [f"unexpected error: {e[:400]}" for e in errors if e.startswith("Something went wrong")]
+    dataset = at.session_state["dataset"] if "dataset" in at.session_state else None
+    if dataset in ("mnist", "fashion-mnist") and any(w.key == "dataset" for w in at.selectbox):
+        if not any(DATA_DIR in e and "never downloads" in e for e in errors):
+            found.append(f"dataset={dataset}: no error naming the folder {DATA_DIR}/{dataset}; errors: {errors}")
+    return found
+
+
+@pytest.mark.parametrize("page_file", PAGES, ids=lambda p: p.stem)
+def test_random_legal_inputs_never_break_the_page(page_file, capsys):
+    at = AppTest.from_file(str(page_file), default_timeout=RUN_TIMEOUT_S)
+    at.session_state["steps"] = 100
+    at.run()
+    assert problems_after_run(at) == [], "the page fails on first load"
+    failures: list[str] = []
+    cases = []
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def fuzz(data):
+        actions = []
+        for _ in range(data.draw(st.integers(1, MAX_CHANGES), label="changes")):
+            widgets = fuzzable(at)
+            if not widgets:
+                break
+            actions.append(set_random_value(data.draw(st.sampled_from(widgets), label="control"), data))
+        at.run()
+        cases.append(actions)
+        # Failures are collected, not raised: the session carries state from case to case, so
+        # hypothesis could not replay one case alone; the report lists every case that failed.
+        for problem in problems_after_run(at):
+            failures.append(f"case {len(cases)} ({'; '.join(actions)}): {problem}")
+
+    fuzz()
+    TOTALS[page_file.stem] = len(cases)
+    with capsys.disabled():
+        print(f"\n[fuzz] {page_file.name}: {len(cases)} cases, {sum(map(len, cases))} control changes, "
+              f"{len(failures)} failures; {sum(TOTALS.values())} cases so far")
+    assert failures == [], "\n".join(dict.fromkeys(failures))

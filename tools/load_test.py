@@ -1,0 +1,272 @@
+"""Load test: several browser sessions train at once on one `streamlit run app.py` server.
+
+Opens ``--sessions`` Chromium contexts (8 by default) on the home page of one server on 127.0.0.1, each
+with its own link (seed, activation, normalization, a small number of steps), all at once, and waits
+until every session shows its results. Then it checks that each session shows exactly its own
+configuration's results: the metric labels name its normalization, the controls show its settings,
+the URL keeps them, and each test accuracy equals what ``bnviz.train.train`` gives for that config in
+this process (an independent oracle: training is deterministic). Meanwhile it samples the server's
+resident memory. Everything is bounded: the number of sessions, one deadline for the whole test, and
+every wait in the polling loop.
+
+    .venv/bin/python tools/load_test.py [--sessions 8] [--steps 200] [--timeout 240]
+
+prints a report and exits 1 if any check failed. ``tests/test_load.py`` runs the same function.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+NORMS = ("batchnorm", "layernorm", "reference", "groupnorm")
+MAX_SESSIONS = 16
+MAX_RSS_MB = 3072
+POLL_S = 1.0
+
+# What a session's page shows, read in one evaluation (Streamlit's data-testid attributes).
+READ_PAGE = """() => {
+  const text = (sel) => Array.from(document.querySelectorAll(sel)).map(e => e.innerText.trim());
+  const selectbox = (label) => {
+    const box = Array.from(document.querySelectorAll('[data-testid="stSelectbox"]'))
+      .find(e => e.innerText.trim().startsWith(label));
+    return box ? box.innerText.trim().split('\\n').pop().trim() : null;
+  };
+  return {
+    labels: text('[data-testid="stMetricLabel"]'),
+    values: text('[data-testid="stMetricValue"]'),
+    charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+    errors: text('[data-testid="stAlertContentError"]').concat(text('[data-testid="stException"]')),
+    activation: selectbox('Activation'),
+    norm: selectbox('Normalization'),
+    url: location.href,
+  };
+}"""
+
+
+def session_params(sessions: int, steps: int) -> list[dict[str, str]]:
+    """One link per session: every session has its own seed, and its own (activation, norm) pair."""
+    return [{"seed": str(k + 1), "steps": str(steps), "activation": ACTIVATIONS[k % len(ACTIVATIONS)],
+             "norm": NORMS[k % len(NORMS)]} for k in range(sessions)]
+
+
+def expected_metrics(params: dict[str, str]) -> dict[str, str]:
+    """{metric label: value} the home page must show for ``params``, from training in this process."""
+    from bnviz.config import from_query
+    from bnviz.train import train
+    from bnviz.views import home
+
+    config, notes = from_query(params, home.VIEW.default)
+    assert not notes, notes
+    return {f"test accuracy, {label}": f"{train(cfg).history.evals[-1].test_acc:.1%}"
+            for label, cfg in home.runs(config).items()}
+
+
+def server_torch_threads() -> int:
+    """torch's intra-op threads once bnviz.ui is imported, in a fresh interpreter like the server's."""
+    out = subprocess.run([sys.executable, "-c", "import bnviz.ui, torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())})
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a process and its children until stopped."""
+
+    def __init__(self, pid: int, every_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.process, self.every_s = psutil.Process(pid), every_s
+        self.samples: list[int] = []
+        self._halt = threading.Event()
+
+    def rss(self) -> int:
+        procs = [self.process, *self.process.children(recursive=True)]
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.samples.append(self.rss())
+            except psutil.Error:
+                return
+            self._halt.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+@dataclass
+class Report:
+    sessions: int
+    runs: int
+    steps: int
+    wall_s: float = 0.0
+    times_s: list[float] = field(default_factory=list)
+    rss_start_mb: float = 0.0
+    rss_peak_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    torch_threads: int = 0
+    distinct_results: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        times = self.times_s or [float("nan")]
+        lines = [
+            f"sessions at once        {self.sessions} (one server, 127.0.0.1)",
+            f"runs trained            {self.runs} x {self.steps} steps",
+            f"time to results         min {min(times):.1f} s, median {statistics.median(times):.1f} s, "
+            f"max {max(times):.1f} s",
+            f"wall time               {self.wall_s:.1f} s",
+            f"server RSS              start {self.rss_start_mb:.0f} MB, peak {self.rss_peak_mb:.0f} MB, "
+            f"end {self.rss_end_mb:.0f} MB",
+            f"torch threads (ui)      {self.torch_threads}",
+            f"distinct results        {self.distinct_results} of {self.sessions} sessions",
+            f"problems                {len(self.problems)}",
+        ]
+        return "\n".join(lines + [f"  - {p}" for p in self.problems])
+
+
+def run(url: str, server_pid: int, *, sessions: int = 8, steps: int = 200, timeout_s: float = 240,
+        browser=None) -> Report:
+    """Drive ``sessions`` browser sessions against the server at ``url`` (loopback only)."""
+    if urllib.parse.urlsplit(url).hostname != "127.0.0.1":
+        raise ValueError(f"the load test only drives a server on 127.0.0.1, not {url}")
+    if not 1 <= sessions <= MAX_SESSIONS:
+        raise ValueError(f"sessions must be 1..{MAX_SESSIONS}")
+    params = session_params(sessions, steps)
+    report = Report(sessions=sessions, runs=2 * sessions, steps=steps)
+    report.torch_threads = server_torch_threads()
+    if report.torch_threads != 1:
+        report.problems.append(f"importing bnviz.ui leaves torch with {report.torch_threads} threads, not 1")
+
+    sampler = RssSampler(server_pid)
+    report.rss_start_mb = sampler.rss() / 2**20
+    sampler.start()
+    seen = _drive(url, params, timeout_s, browser, report)
+    sampler.stop()
+    report.rss_peak_mb = max(sampler.samples, default=0) / 2**20
+    report.rss_end_mb = sampler.rss() / 2**20
+    if report.rss_peak_mb > MAX_RSS_MB:
+        report.problems.append(f"server RSS peaked at {report.rss_peak_mb:.0f} MB (bound {MAX_RSS_MB} MB)")
+
+    # The oracle runs after the browsers are done, so it does not compete with the server for CPU.
+    results = set()
+    for k, (p, page) in enumerate(zip(params, seen)):
+        if page is None:
+            continue
+        want = expected_metrics(p)
+        got = dict(zip(page["labels"], page["values"]))
+        results.add(tuple(sorted(got.items())))
+        if got != want:
+            report.problems.append(f"session {k} ({p}): shows {got}, its own config gives {want}")
+        if (page["activation"], page["norm"]) != (p["activation"], p["norm"]):
+            report.problems.append(f"session {k} ({p}): controls show activation={page['activation']!r}, "
+                                   f"norm={page['norm']!r}")
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page["url"]).query))
+        defaults = {"seed": "0", "steps": "1000", "activation": "relu", "norm": "batchnorm"}
+        for key, value in p.items():
+            if query.get(key, defaults[key]) != value:
+                report.problems.append(f"session {k}: URL {page['url']} lost {key}={value}")
+    report.distinct_results = len(results)
+    if sessions > 1 and len(results) < 2:
+        report.problems.append("every session shows the same results: they are not their own")
+    return report
+
+
+def _drive(url: str, params: list[dict[str, str]], timeout_s: float, browser, report: Report) -> list[dict | None]:
+    """Open every session at once and poll them until each shows its results or the deadline passes."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    from conftest import CHROMIUM, CHROMIUM_ARGS
+
+    seen: list[dict | None] = [None] * len(params)
+    manager = None
+    if browser is None:
+        manager = sync_playwright().start()
+        browser = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    contexts = []
+    try:
+        started = time.monotonic()
+        deadline = started + timeout_s
+        pages = []
+        for p in params:
+            context = browser.new_context(viewport={"width": 1200, "height": 900})
+            contexts.append(context)
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/?{urllib.parse.urlencode(p)}", wait_until="commit")
+            pages.append(page)
+        pending = set(range(len(params)))
+        while pending and time.monotonic() < deadline:
+            for k in sorted(pending):
+                try:
+                    state = pages[k].evaluate(READ_PAGE)
+                except PlaywrightError:
+                    continue  # the page is still loading; try again on the next round
+                if state["errors"]:
+                    report.problems.append(f"session {k} ({params[k]}): error on the page: {state['errors']}")
+                    pending.discard(k)
+                elif len(state["values"]) >= 2 and state["charts"] >= 1 and state["activation"]:
+                    seen[k] = state
+                    report.times_s.append(time.monotonic() - started)
+                    pending.discard(k)
+            time.sleep(POLL_S)
+        report.wall_s = time.monotonic() - started
+        for k in sorted(pending):
+            report.problems.append(f"session {k} ({params[k]}): no results after {timeout_s:.0f} s")
+    finally:
+        for context in contexts:
+            context.close()
+        if manager is not None:
+            browser.close()
+            manager.stop()
+    return seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=200, choices=(100, 200, 300, 500))
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds for all sessions to show results")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from conftest import start_server
+
+    torch.set_num_threads(1)  # the oracle trains like the server does
+    proc, url = start_server()
+    try:
+        report = run(url, proc.pid, sessions=args.sessions, steps=args.steps, timeout_s=args.timeout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(report.text())
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
