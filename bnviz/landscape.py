@@ -128,8 +128,8 @@ def probe_steps(steps: int, n_probes: int) -> list[int]:
 
 
 def train_with_probes(config: Config, *, step_multiples: Sequence[float] = DEFAULT_STEP_MULTIPLES,
-                      n_probes: int = DEFAULT_PROBES, prepare: Callable[[Net], None] | None = None,
-                      progress: LoopProgress | None = None, dataset: Dataset | None = None) -> LandscapeRun:
+                      n_probes: int = DEFAULT_PROBES, progress: LoopProgress | None = None,
+                      dataset: Dataset | None = None) -> LandscapeRun:
     """Train ``config`` and probe the landscape at ``n_probes`` steps, with step sizes
     ``eta = multiple * config.lr`` along the gradient of that step's own mini-batch."""
     at = set(probe_steps(config.steps, n_probes))
@@ -141,5 +141,5 @@ def train_with_probes(config: Config, *, step_multiples: Sequence[float] = DEFAU
             x64 = xb.double()
             probes.append(probe(model, lambda m: loss_fn(m(x64), yb), etas, step))
 
-    curves, _ = train_steps(config, prepare=prepare, on_step=on_step, progress=progress, dataset=dataset)
+    curves, _ = train_steps(config, on_step=on_step, progress=progress, dataset=dataset)
     return LandscapeRun(config=config, curves=curves, probes=probes)

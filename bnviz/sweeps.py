@@ -336,7 +336,8 @@ def summarize(runs: Mapping[str, Run], configs: Mapping[str, Config]) -> Sweep:
     return Sweep(points=tuple(points), missing=tuple(missing))
 
 
-def parse_batch_sizes(text: str, allowed: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256)) -> tuple[list[int], list[str]]:
+def parse_batch_sizes(text: str, allowed: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+                      ) -> tuple[list[int], list[str]]:
     """Batch sizes from a comma-separated string (a URL value); bad items dropped with a note.
 
     Never raises. Sizes must be whole numbers among ``allowed`` (a bound on the work a link can ask for).

@@ -50,6 +50,8 @@ log = logging.getLogger("bnviz")
 torch.set_num_threads(1)
 
 SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
+PARTIALS_KEPT = 8  # partial histories of interrupted runs kept per page and session
+MAX_URL_NOTES = 12  # notes about a link's adjusted settings shown at most
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,10 @@ CONTROLS: dict[str, Control] = {
                               help="A bias right before BN is subtracted again with the batch mean: it has no effect."),
     "dropout": Control("Dropout probability", "slider", low=0.0, high=0.9, step=0.05,
                        help="Probability of zeroing a unit in training (inverted dropout: kept units scaled by 1/(1-p))."),
-    "dropout_position": Control("Dropout position", "radio", DROPOUT_POSITIONS),
+    "dropout_position": Control("Dropout position", "radio", DROPOUT_POSITIONS,
+                                fmt=lambda p: {"after_activation": "after each activation (act-dropout, then next BN)",
+                                               "before_norm": "right before each BN (dropout-BN)",
+                                               "before_output": "only before the classifier (after all BNs)"}[p]),
     "init_scale": Control("Weight-init scale", "select", (0.1, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
                           help="Multiplies PyTorch's default initial weights."),
     "shift": Control("Test-domain shift", "radio", SHIFTS),
@@ -189,7 +194,10 @@ class Page:
                     values[n] = _widget(n, self._key(n), cols[i % 3])
         config = base.replace(**values)
         if self.url_notes:
-            st.warning("Some settings in the link were adjusted: " + "; ".join(self.url_notes) + ".")
+            # a link with thousands of bad keys would otherwise show (and resend) megabytes of notes
+            more = len(self.url_notes) - MAX_URL_NOTES
+            st.warning("Some settings in the link were adjusted: " + "; ".join(self.url_notes[:MAX_URL_NOTES])
+                       + (f"; and {more} more" if more > 0 else "") + ".")
         self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
         self._write_url()
         return config
@@ -266,6 +274,10 @@ class Page:
         store = run_store()
         stop_key, stopped_key = f"{self.slug}.__stop", f"{self.slug}.__stopped"
         partials: dict[Config, History] = st.session_state.setdefault(f"{self.slug}.__partial", {})
+        # Every run cut short by a rerun (a control moved mid-training) leaves its partial history
+        # here: keep the newest few, or a long session piles them up until it ends.
+        for stale in list(partials)[:-PARTIALS_KEPT]:
+            del partials[stale]
         if st.session_state.get(stop_key):
             st.session_state[stopped_key] = set(configs.values())
         stopped: set[Config] = st.session_state.get(stopped_key, set())

@@ -142,7 +142,8 @@ def _theory(net: Net, i: int, eval_taps: list[dict[str, torch.Tensor]], c: np.nd
     if keep is None or not upstream:
         return np.ones_like(v), "no dropout before this BN: ratio 1"
     if "dropout" in order and order.index("dropout") == order.index("norm") - 1:
-        return np.asarray(theory.dropout_variance_ratio(c, safe_v, keep)), "dropout right before BN: ((c^2+v)/p - c^2)/v"
+        ratio = np.asarray(theory.dropout_variance_ratio(c, safe_v, keep))
+        return ratio, "dropout right before BN: ((c^2+v)/p - c^2)/v"
     if order.index("norm") == 0 and i > 0:
         prev = net.blocks[i - 1]
         feeds_directly = prev.order and prev.order[-1] == "dropout" and prev.pool is None

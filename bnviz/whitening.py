@@ -16,6 +16,11 @@ show the difference on 2-D data:
   matrix, the one closest to the identity (the output stays as close as possible to the input).
 
 ``Sigma = U Lambda U^T`` is the (biased, 1/n) covariance of the data. All in float64 numpy.
+
+Two more pieces back the "why not whiten" argument with numbers: operation counts per batch
+(:func:`batchnorm_flops`, :func:`whitening_flops`), and :func:`eigh_gradient_errors`, which
+measures how the gradient autograd computes through ``torch.linalg.eigh`` degrades as two
+eigenvalues of the covariance approach each other.
 """
 from __future__ import annotations
 

@@ -55,7 +55,8 @@ def clamp_sample(n_test: int) -> None:
     value = st.session_state[key]
     if not isinstance(value, int) or not 0 <= value < n_test:
         fixed = min(max(int(value), 0), n_test - 1) if isinstance(value, int) else 0
-        st.warning(f"Test sample {value!r} does not exist: the test set has samples 0 to {n_test - 1}; showing #{fixed}.")
+        st.warning(f"Test sample {value!r} does not exist: the test set has samples 0 to {n_test - 1}; "
+                   f"showing #{fixed}.")
         st.session_state[key] = fixed
 
 
@@ -67,7 +68,8 @@ with ui.guard():
     for note in skipped:
         st.info(note)
     if not sizes or not norms:
-        st.warning("The sweep needs at least one batch size and one normalization; it is skipped until you choose some.")
+        st.warning("The sweep needs at least one batch size and one normalization; it is skipped until you "
+                   "choose some.")
     main_problem = problems(view.main_config(config))
     if main_problem:
         st.error("**Part 1 needs a BatchNorm network, which cannot train with the sidebar's batch size of 1.** "
@@ -124,8 +126,8 @@ with ui.guard():
         st.markdown(
             "In deployment a network often sees one input at a time. **Eval mode works**: the running statistics "
             "do not depend on the batch. **Train mode cannot**: a batch of one has mean = the input itself and "
-            "variance 0, so x̂ = (x − x) / √(0 + ε) = 0 in every channel and each BN layer outputs its β whatever the "
-            "input. torch refuses such a batch:")
+            "variance 0, so x̂ = (x − x) / √(0 + ε) = 0 in every channel and each BN layer outputs its β "
+            "whatever the input. torch refuses such a batch:")
         if error:
             st.code(error, language=None, wrap_lines=True)
         page.chart(batch_of_one_figure(main.config, int(index), main), "batch of one",
@@ -161,8 +163,10 @@ with ui.guard():
                            caption="First BN layer, one value per channel, over the last half of training (a snapshot "
                                    f"every {sweeps.NOISE_RECORD_EVERY} steps). Measured: the batch mean's standard "
                                    "deviation from step to step, estimated from successive differences, "
-                                   "sqrt(mean (m_t+1 − m_t)² / 2), which cancels the slow drift of the weights; divided "
-                                   "by the channel's sigma, the root of its mean unbiased batch variance. Theory: the "
+                                   "sqrt(mean (m_t+1 − m_t)² / 2), which cancels the slow drift of the weights, "
+                                   "pooled over channels (the root of the sum of squares over the sum of sigma²; bars: "
+                                   "25th to 75th percentile of single channels); sigma is the root of the channel's "
+                                   "mean unbiased batch variance over the same steps. Theory: the "
                                    "mean of n independent samples has standard deviation sigma / sqrt(n) "
                                    "(theory.batch_mean_variance). GroupNorm and LayerNorm take their statistics "
                                    "within each sample: they have no batch noise at all.")

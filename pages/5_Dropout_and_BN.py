@@ -66,8 +66,9 @@ with ui.guard():
                            "training mode (dropout on; BN normalizing with the statistics of the whole set as one "
                            "batch) divided by the same in eval mode (dropout off, running statistics), averaged over "
                            "units. Same data, same weights, one forward pass each. Diamonds: theory, averaged over "
-                           "units: ((c² + v)/p − c²)/v where dropout feeds BN directly, and 1 + (1/p − 1) Σⱼ Wᵢⱼ² "
-                           "E[aⱼ²] / v where dropout feeds a Linear layer and then BN (c, v, aⱼ measured in eval mode). "
+                           "units: ((c² + v)/p − c²)/v where dropout feeds BN directly, and "
+                           "1 + (1/p − 1) Σⱼ Wᵢⱼ² E[aⱼ²] / v where dropout feeds a Linear layer and then BN (c, v, aⱼ "
+                           "measured in eval mode). "
                            "Theory covers the dropout just before each layer; deeper layers also inherit the shift of "
                            "the layers below, so they measure higher.")
         page.view_value("units", view.VIEW_DEFAULTS["units"])
@@ -107,10 +108,12 @@ with ui.guard():
                            "accuracy hides.")
         cols = st.columns(len(results))
         for col, (label, (_, fix)) in zip(cols, results.items()):
-            col.metric(label, f"{fix.acc_recomputed:.1%}", f"{fix.acc_recomputed - fix.acc_running:+.1%} accuracy",
-                       help=f"Test accuracy after recomputing BN statistics with dropout off ({fix.acc_recomputed:.1%}) "
-                            f"vs with the running statistics ({fix.acc_running:.1%}); test loss "
-                            f"{fix.loss_running:.3f} -> {fix.loss_recomputed:.3f}.")
+            col.metric(label, f"{fix.acc_recomputed:.1%}",
+                       f"{fix.acc_recomputed - fix.acc_running:+.1%} accuracy; loss {fix.loss_running:.3f} → "
+                       f"{fix.loss_recomputed:.3f}",
+                       help=f"Test accuracy after recomputing BN statistics with dropout off "
+                            f"({fix.acc_recomputed:.1%}) vs with the running statistics ({fix.acc_running:.1%}), and "
+                            "the test loss (mean cross-entropy) before and after.")
         st.markdown(
             "Li et al. recommend the third ordering: put dropout **after the last BN layer** (here, only before the "
             "classifier), where no BN sees its variance change; or keep dropout before BN and **recompute the BN "

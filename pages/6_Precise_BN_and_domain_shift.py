@@ -48,6 +48,43 @@ def coerce(name: str, low: float, high: float) -> None:
         st.warning(note + ".")
 
 
+def show_shift(source, settings) -> None:
+    """Part (b)'s charts and numbers for the source network at the chosen shift."""
+    curve, stats, result = shift_results(source.config, settings, source)
+    page.chart(figs.shift_curve(curve, settings.amount), "covariate shift",
+               caption="Share of the shifted test set classified correctly by the network trained on the unshifted "
+                       "source. Red: eval mode with the source running statistics. Green: AdaBN (Li et al., 2016): "
+                       "every BN layer's statistics replaced by the mean and unbiased variance of its input over the "
+                       "shifted test inputs, layer by layer, no labels used. With BN right after the first Linear "
+                       "layer, an offset or a scale of the inputs is undone exactly by the first BN layer's new "
+                       "statistics. Dotted line: the amount chosen above.")
+    if stats is not None:
+        page.chart(figs.first_layer(stats), "first BN layer statistics",
+                   caption="One point per channel of the first BN layer: the source running statistic (x) and the "
+                           f"statistic of the shifted test inputs at amount {settings.amount:g} (y). On the dashed "
+                           "diagonal nothing changes; the distance from it is the error frozen statistics make.")
+    batch = min(source.config.batch_size, settings.n_labelled)
+    page.chart(figs.transfer(result), "transfer",
+               caption=f"At amount {settings.amount:g} ({settings.kind}). Fine-tuning: {settings.steps} SGD steps "
+                       f"(learning rate {settings.lr:g}, batches of {batch}) on {result.n_labelled} labelled target "
+                       "samples, all weights trained. BN frozen: BN layers in eval mode with the source statistics, "
+                       "gamma and beta fixed. BN trainable: BN in train mode (batch statistics; the running "
+                       "statistics move to the target with the momentum), gamma and beta learned. Accuracy on the "
+                       "shifted test set; hover for the loss.")
+    for name, s in (("BN frozen", result.finetune_frozen_bn), ("BN trainable", result.finetune_trainable_bn)):
+        if s.loss != s.loss or s.acc < 1.0 / source.dataset.n_classes + 0.05:
+            st.warning(f"Fine-tuning with {name} ended near chance ({s.acc:.1%}, loss {s.loss:.3f}): the updates "
+                       "were too large for this shift. Try a smaller fine-tuning learning rate.")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("accuracy lost to the shift", f"{result.frozen.acc - result.source_on_source.acc:+.1%}",
+              help="Target test accuracy with frozen source statistics minus source test accuracy.")
+    m2.metric("AdaBN gain", f"{result.adabn.acc - result.frozen.acc:+.1%}",
+              help="Target test accuracy with AdaBN minus with frozen source statistics.")
+    m3.metric("trainable minus frozen BN (fine-tuned)",
+              f"{result.finetune_trainable_bn.acc - result.finetune_frozen_bn.acc:+.1%}",
+              help="Target test accuracy after fine-tuning with BN trainable minus with BN frozen.")
+
+
 with ui.guard():
     config = page.config(view.DEFAULT, main=("momentum", "depth", "width", "activation"), view=view.VIEW_DEFAULTS)
     training, part_a, part_b = st.container(), st.container(), st.container()
@@ -108,7 +145,8 @@ with ui.guard():
         labels = [label for label in view.runs(config, momenta) if label in runs]
         finished = [label for label in labels if runs[label].model is not None]
         if len(finished) < len(labels):
-            st.info("Some runs were stopped before the end; precise BN needs their final weights, so they are left out.")
+            st.info("Some runs were stopped before the end; precise BN needs their final weights, so they are "
+                    "left out.")
         if not ns:
             st.warning("Enter at least one number of batches N to draw the precise-BN curve.")
         elif finished:
@@ -139,38 +177,6 @@ with ui.guard():
         if source is None or source.model is None:
             st.info("The source network (BN momentum setting above) has not finished training.")
         else:
-            settings = view.TransferSettings(kind=kind, amount=float(amount), n_labelled=int(labelled),
-                                             steps=int(ft_steps), lr=float(ft_lr))
-            curve, stats, result = shift_results(source.config, settings, source)
-            page.chart(figs.shift_curve(curve, settings.amount), "covariate shift",
-                       caption="Share of the shifted test set classified correctly by the network trained on the "
-                               "unshifted source. Red: eval mode with the source running statistics. Green: AdaBN (Li et "
-                               "al., 2016): every BN layer's statistics replaced by the mean and unbiased variance of its "
-                               "input over the shifted test inputs, layer by layer, no labels used. With BN right after "
-                               "the first Linear layer, an offset or a scale of the inputs is undone exactly by the first "
-                               "BN layer's new statistics. Dotted line: the amount chosen above.")
-            if stats is not None:
-                page.chart(figs.first_layer(stats), "first BN layer statistics",
-                           caption="One point per channel of the first BN layer: the source running statistic (x) and the "
-                                   f"statistic of the shifted test inputs at amount {settings.amount:g} (y). On the dashed "
-                                   "diagonal nothing changes; the distance from it is the error frozen statistics make.")
-            page.chart(figs.transfer(result), "transfer",
-                       caption=f"At amount {settings.amount:g} ({settings.kind}). Fine-tuning: {settings.steps} SGD steps "
-                               f"(learning rate {settings.lr:g}, batches of {min(config.batch_size, settings.n_labelled)}) "
-                               f"on {result.n_labelled} labelled target samples, all weights trained. BN frozen: BN layers "
-                               "in eval mode with the source statistics, gamma and beta fixed. BN trainable: BN in train "
-                               "mode (batch statistics; the running statistics move to the target with the momentum), "
-                               "gamma and beta learned. Accuracy on the shifted test set; hover for the loss.")
-            for name, s in (("BN frozen", result.finetune_frozen_bn), ("BN trainable", result.finetune_trainable_bn)):
-                if s.loss != s.loss or s.acc < 1.0 / source.dataset.n_classes + 0.05:
-                    st.warning(f"Fine-tuning with {name} ended near chance ({s.acc:.1%}, loss {s.loss:.3f}): the updates "
-                               f"were too large for this shift. Try a smaller fine-tuning learning rate.")
-            m1, m2, m3 = st.columns(3)
-            m1.metric("accuracy lost to the shift", f"{result.frozen.acc - result.source_on_source.acc:+.1%}",
-                      help="Target test accuracy with frozen source statistics minus source test accuracy.")
-            m2.metric("AdaBN gain", f"{result.adabn.acc - result.frozen.acc:+.1%}",
-                      help="Target test accuracy with AdaBN minus with frozen source statistics.")
-            m3.metric("trainable minus frozen BN (fine-tuned)",
-                      f"{result.finetune_trainable_bn.acc - result.finetune_frozen_bn.acc:+.1%}",
-                      help="Target test accuracy after fine-tuning with BN trainable minus with BN frozen.")
+            show_shift(source, view.TransferSettings(kind=kind, amount=float(amount), n_labelled=int(labelled),
+                                                     steps=int(ft_steps), lr=float(ft_lr)))
     page.download_all()

@@ -66,16 +66,16 @@ with ui.guard():
     m, d = steps.x.shape
     samples = [f"sample {i + 1}" for i in range(m)]
     feats = [f"feature {j + 1}" for j in range(d)]
-    cols = st.columns([3, 4, 3, 3])
-    cols[0].markdown("**x** (the batch)")
-    cols[0].table(table(steps.x, samples, feats).style.format("{:g}"))
-    cols[1].markdown("**batch statistics** (per feature)")
-    cols[1].table(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
-                        ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
-    cols[2].markdown("**x_hat** (normalized)")
-    cols[2].table(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
-    cols[3].markdown(f"**y** = {steps.gamma[0]:g} x_hat + ({steps.beta[0]:g})")
-    cols[3].table(table(steps.y, samples, feats).style.format("{:.4f}"))
+    top, bottom = st.columns(2), st.columns(2)
+    top[0].markdown("**x** (the batch)")
+    top[0].table(table(steps.x, samples, feats).style.format("{:g}"))
+    top[1].markdown("**batch statistics** (per feature)")
+    top[1].table(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
+                       ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
+    bottom[0].markdown("**x_hat** (normalized)")
+    bottom[0].table(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
+    bottom[1].markdown(f"**y** = {steps.gamma[0]:g} x_hat + ({steps.beta[0]:g})")
+    bottom[1].table(table(steps.y, samples, feats).style.format("{:.4f}"))
     x1 = steps.x[:, 0]
     st.markdown("Feature 1, worked out:")
     st.latex(
@@ -123,8 +123,8 @@ with ui.guard():
             st.info("Training was stopped before the end, so there is no trained network to look inside. "
                     "Press Train again to finish it.")
         else:
-            channel = page.view_control(st.select_slider, "channel", "Channel to show", inside.OPTIONS["channel"],
-                                        format_func=lambda c: f"{c + 1}",
+            channel = page.view_control(st.radio, "channel", "Channel to show", inside.OPTIONS["channel"],
+                                        format_func=lambda c: f"{c + 1}", horizontal=True,
                                         help="Which of conv 1's 8 channels the feature maps show.")
             settings = replace(settings, channel=channel)
             figs = inside.conv_figures(channels, run.dataset.y_test.numpy(), settings)
@@ -171,7 +171,8 @@ with ui.guard():
                caption="Covariance matrices (divide by n). Standardization makes the diagonal 1 but keeps the "
                        f"off-diagonal correlation ({corr['standardized (what BN does)']:.3f} here, as in the raw data: "
                        f"{corr['raw data']:.3f}); both whitenings give the identity (off-diagonal "
-                       f"{max(abs(corr['PCA-whitened']), abs(corr['ZCA-whitened'])):.1e}).")
+                       f"{max(abs(corr['PCA-whitened']), abs(corr['ZCA-whitened'])):.1e}: not exactly 0 because "
+                       "eps = 1e-5 is added to the eigenvalues, as BN adds it to the variance).")
 
     st.subheader("Why BN does not whiten")
     st.markdown(

@@ -13,6 +13,21 @@ def _main_text(page) -> str:
     return page.locator("[data-testid='stMain']").inner_text()
 
 
+def _settle(page) -> None:
+    """Wait until the script run is over (Streamlit shows its status widget while it runs)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=SWEEP_TIMEOUT_MS)
+
+
+def _screenshot(page, slug: str, height: int) -> None:
+    """Streamlit scrolls inside its main section: a full-page shot needs a viewport as tall as the page."""
+    _settle(page)
+    page.set_viewport_size({"width": 1400, "height": height})
+    page.wait_for_timeout(2500)   # charts resize to the new width
+    page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
 def _download_first_png(page) -> tuple[int, int]:
     button = page.get_by_role("button", name="Download PNG").first
     with page.expect_download() as info:
@@ -35,7 +50,7 @@ def test_batchsize_page_from_a_link(page, app_url):
     page.wait_for_function("window.location.search.includes('sample=7')")   # the link follows the control
     assert "sizes=2%2C8%2C32" in page.url.replace(",", "%2C")
     wait_for_charts(page, 5)
-    page.screenshot(path=str(ARTIFACTS / "batchsize.png"), full_page=True)
+    _screenshot(page, "batchsize", 6200)
     assert _download_first_png(page) == (1800, 920)
 
 
@@ -43,10 +58,11 @@ def test_dropout_page(page, app_url):
     page.goto(app_url + "/Dropout_and_BN")
     wait_for_charts(page, 4, timeout_ms=SWEEP_TIMEOUT_MS)
     page.get_by_text("3. Three orderings, and the fix").wait_for()
-    page.get_by_text("Linear-BN-ReLU-dropout").last.click()   # per-unit view of the other ordering
+    units = page.get_by_test_id("stRadio").filter(has_text="Per-unit view")
+    units.get_by_text("Linear-BN-ReLU-dropout").click()   # per-unit view of the other ordering
     page.wait_for_function("window.location.search.includes('units=after_activation')")
     wait_for_charts(page, 4)
-    page.screenshot(path=str(ARTIFACTS / "dropout.png"), full_page=True)
+    _screenshot(page, "dropout", 5200)
     assert _download_first_png(page) == (1800, 920)
 
 
@@ -54,10 +70,10 @@ def test_shift_page(page, app_url):
     page.goto(app_url + "/Precise_BN_and_domain_shift")
     wait_for_charts(page, 4, timeout_ms=SWEEP_TIMEOUT_MS)
     page.get_by_text("AdaBN gain").wait_for()
-    page.get_by_text("scale", exact=True).click()
+    page.get_by_test_id("stRadio").filter(has_text="Shift of the test domain").get_by_text("scale", exact=True).click()
     page.wait_for_function("window.location.search.includes('kind=scale')")
     page.get_by_text("Covariate shift (scale)").first.wait_for()
-    page.screenshot(path=str(ARTIFACTS / "shift.png"), full_page=True)
+    _screenshot(page, "shift", 5200)
     assert _download_first_png(page) == (1800, 920)
 
 

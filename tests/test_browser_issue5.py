@@ -7,18 +7,18 @@ pytestmark = pytest.mark.browser
 
 
 def slider(page, label: str):
-    """The thumb of the Streamlit slider whose label contains ``label``."""
-    return page.locator("[data-testid='stSlider']").filter(has_text=label).locator("[role='slider']")
+    """The thumb of the Streamlit slider labelled ``label``: an <input type=range> carrying the label."""
+    return page.locator(f"input[type='range'][aria-label='{label}']")
 
 
 def main_text(page) -> str:
     return page.locator("[data-testid='stMain']").inner_text()
 
 
-def screenshot(page, slug: str) -> None:
+def screenshot(page, slug: str, height: int = 5200) -> None:
     """The whole page: Streamlit scrolls inside its own container, so full_page alone stops at the
     viewport; a tall viewport lets every chart render into the image."""
-    page.set_viewport_size({"width": 1400, "height": 5200})
+    page.set_viewport_size({"width": 1400, "height": height})
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 1000})
@@ -34,7 +34,7 @@ def test_inside_bn_draws_reacts_and_exports_png(page, app_url):
     page.wait_for_url("**gamma=1.5**")
     page.get_by_text("y = 1.5 x_hat + (0)").wait_for()
     wait_for_charts(page, 8)
-    screenshot(page, "inside")
+    screenshot(page, "inside", 7000)
     with page.expect_download() as info:
         page.get_by_role("button", name="Download PNG").first.click()
     data = open(info.value.path(), "rb").read()
@@ -61,5 +61,6 @@ def test_figure_1_trains_both_networks_and_explains_mnist(page, app_url):
     page.get_by_text("test accuracy, without BN").wait_for()
     text = main_text(page)
     assert "1,797 images of 8x8" in text and "toggle is disabled" in text
-    assert page.get_by_role("checkbox", name="Run on local MNIST files (20,000 training images, 28x28)").is_disabled()
+    toggle = page.locator("label").filter(has_text="Run on local MNIST files").locator("input")
+    assert toggle.is_disabled() and not toggle.is_checked()
     screenshot(page, "figure1")

@@ -61,71 +61,81 @@ def _is_steps(widget) -> bool:
     return widget.key is not None and (widget.key == "steps" or widget.key.endswith(".steps"))
 
 
-def _extremes_or_any(options: list) -> st.SearchStrategy:
-    return st.one_of(st.sampled_from([options[0], options[-1]]), st.sampled_from(options))
+# Hypothesis needs every case to draw the same kinds of choices whatever the page shows (the controls
+# on screen change from case to case), so one change is one fixed-shape draw, mapped onto the
+# control's options afterwards: which control, two (where, which) picks, and eight spare numbers.
+ANY = st.integers(0, 2**20)
+CHANGE = st.tuples(ANY, st.tuples(st.sampled_from(("low", "high", "any")), ANY),
+                   st.tuples(st.sampled_from(("low", "high", "any")), ANY), st.lists(ANY, min_size=8, max_size=8))
 
 
-def _grid(lo: float, hi: float, step: float, is_int: bool) -> st.SearchStrategy:
-    """Values a slider or number input can take: both ends, or a point on its step grid."""
-    if is_int:
-        lo, hi = int(lo), int(hi)
-        step = max(int(step), 1)
-        return st.one_of(st.sampled_from([lo, hi]), st.integers(lo, hi).map(lambda v: lo + (v - lo) // step * step))
-    n = int(round((hi - lo) / step)) if step else 0
-    return st.one_of(st.sampled_from([lo, hi]), st.integers(0, max(n, 0)).map(lambda k: min(round(lo + k * step, 10), hi)))
+class Choice:
+    """One drawn change: hands out indices into whatever options the chosen control has."""
+
+    def __init__(self, drawn):
+        self.control, first, second, self.spare = drawn
+        self.picks = [first, second]
+
+    def pick(self, n: int) -> int:
+        """An index in range(n): the lowest, the highest, or any."""
+        where, r = self.picks.pop(0) if self.picks else ("any", self.spare[0])
+        return 0 if where == "low" else n - 1 if where == "high" else r % n
+
+    def subset(self, options: list, size: int) -> list:
+        return list(dict.fromkeys(options[(self.spare[j % 8] + j) % len(options)] for j in range(size)))
 
 
-def set_random_value(widget, data) -> str:
-    """Give ``widget`` a random legal value drawn from ``data``; return what was done."""
-    kind = widget.type
+def on_grid(choice: Choice, lo: float, hi: float, step: float, is_int: bool) -> float:
+    """A value a slider or number input can take: either end, or a point of its step grid."""
+    step = max(int(step), 1) if is_int else (step or (hi - lo) / 100 or 1.0)
+    k = choice.pick(int((hi - lo) // step) + 1)
+    return int(lo) + k * step if is_int else min(round(lo + k * step, 10), hi)
+
+
+def set_random_value(widget, choice: Choice) -> str:
+    """Give ``widget`` a random legal value; return what was done."""
+    kind, name = widget.type, _name(widget)
     if kind in ("selectbox", "radio"):
         options = list(widget.options)
         if _is_steps(widget):
             options = [o for o in options if o.isdigit() and int(o) <= MAX_STEPS] or options[:1]
-        label = data.draw(_extremes_or_any(options), label=_name(widget))
+        label = options[choice.pick(len(options))]
         send_labels(widget, [label])
-        return f"{_name(widget)} = {label!r}"
+        return f"{name} = {label!r}"
     if kind == "multiselect":
         options = list(widget.options)
-        limit = widget.proto.max_selections or len(options)
-        chosen = data.draw(st.one_of(st.just([]), st.just(options[:limit]),
-                                     st.lists(st.sampled_from(options), unique=True, max_size=limit)),
-                           label=_name(widget))
+        chosen = choice.subset(options, choice.pick((widget.proto.max_selections or len(options)) + 1))
         send_labels(widget, chosen)
-        return f"{_name(widget)} = {chosen!r}"
+        return f"{name} = {chosen!r}"
     if kind == "select_slider":
         options = list(widget.options)
+        ends = [choice.pick(len(options))]
         if isinstance(widget.value, (list, tuple)):
-            i, j = sorted(data.draw(st.tuples(st.integers(0, len(options) - 1), st.integers(0, len(options) - 1)),
-                                    label=_name(widget)))
-            labels = [options[i], options[j]]
-        else:
-            labels = [data.draw(_extremes_or_any(options), label=_name(widget))]
+            ends = sorted(ends + [choice.pick(len(options))])
+        labels = [options[i] for i in ends]
         send_labels(widget, labels)
-        return f"{_name(widget)} = {labels!r}"
+        return f"{name} = {labels!r}"
     if kind == "slider":
         proto = widget.proto
         if proto.data_type not in (proto.INT, proto.FLOAT):
-            return f"{_name(widget)}: a date or time slider, left alone"
+            return f"{name}: a date or time slider, left alone"
         is_int = proto.data_type == proto.INT
-        values = _grid(proto.min, proto.max, proto.step, is_int)
+        value = on_grid(choice, proto.min, proto.max, proto.step, is_int)
         if isinstance(widget.value, (list, tuple)):
-            value = sorted(data.draw(st.tuples(values, values), label=_name(widget)))
-        else:
-            value = data.draw(values, label=_name(widget))
+            value = sorted([value, on_grid(choice, proto.min, proto.max, proto.step, is_int)])
         widget.set_value(value)
-        return f"{_name(widget)} = {value!r}"
+        return f"{name} = {value!r}"
     if kind == "number_input":
         is_int = widget.proto.data_type == widget.proto.INT
         current = widget.value if widget.value is not None else 0
         lo = widget.min if widget.min is not None else current - 10**6
         hi = widget.max if widget.max is not None else current + 10**6
-        value = data.draw(_grid(lo, hi, widget.step or 1, is_int), label=_name(widget))
+        value = on_grid(choice, lo, hi, widget.step or 1, is_int)
         widget.set_value(int(value) if is_int else float(value))
-        return f"{_name(widget)} = {value!r}"
-    value = data.draw(st.booleans(), label=_name(widget))
+        return f"{name} = {value!r}"
+    value = bool(choice.pick(2))
     widget.set_value(value)
-    return f"{_name(widget)} = {value!r}"
+    return f"{name} = {value!r}"
 
 
 def fuzzable(at: AppTest) -> list:
@@ -160,14 +170,14 @@ def test_random_legal_inputs_never_break_the_page(page_file, capsys):
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(st.data())
-    def fuzz(data):
+    @given(st.lists(CHANGE, min_size=1, max_size=MAX_CHANGES))
+    def fuzz(changes):
         actions = []
-        for _ in range(data.draw(st.integers(1, MAX_CHANGES), label="changes")):
+        for drawn in changes:
             widgets = fuzzable(at)
-            if not widgets:
-                break
-            actions.append(set_random_value(data.draw(st.sampled_from(widgets), label="control"), data))
+            if widgets:
+                choice = Choice(drawn)
+                actions.append(set_random_value(widgets[choice.control % len(widgets)], choice))
         at.run()
         cases.append(actions)
         # Failures are collected, not raised: the session carries state from case to case, so

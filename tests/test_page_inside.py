@@ -45,7 +45,7 @@ def test_controls_redraw_the_numbers():
         ref.bias.fill_(-1.0)
         expected = ref(torch.tensor(steps.x, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(shown, expected, atol=1e-5)
-    at.select_slider(key="inside.view.channel").set_value(5).run()
+    at.radio(key="inside.view.channel").set_value(5).run()
     at.select_slider(key="inside.view.correlation").set_value(-0.9).run()
     assert not at.exception and charts(at) == 8
     assert at.query_params["correlation"] == "-0.9" and at.query_params["channel"] == "5"

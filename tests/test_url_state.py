@@ -233,6 +233,14 @@ def test_a_query_string_over_streamlits_cap_is_ignored_as_a_whole():
     assert at.session_state["probe.__config"] == Config()
 
 
+def test_a_link_with_thousands_of_bad_keys_gets_one_short_note():
+    at = _probe({**{f"k{i}": "1" for i in range(5000)}, "steps": "1e308"})
+    assert_clean(at)
+    [warning] = [w.value for w in at.warning]
+    assert len(warning) < 2000 and warning.endswith(f"and {5002 - ui.MAX_URL_NOTES} more.")  # 5,000 unknown keys, steps clamped and snapped
+    assert at.session_state["probe.__config"].steps == 5000 and "k1" not in at.query_params
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(QUERY)
 def test_probe_survives_random_links(params):

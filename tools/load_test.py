@@ -74,9 +74,22 @@ def expected_metrics(params: dict[str, str]) -> dict[str, str]:
             for label, cfg in home.runs(config).items()}
 
 
+CHECK_THREADS = """
+import threading
+import bnviz.ui, torch
+seen = [torch.get_num_threads()]
+# Streamlit runs each session's script in a thread of its own: the limit must hold there too.
+worker = threading.Thread(target=lambda: (torch.ones(256, 256) @ torch.ones(256, 256), seen.append(torch.get_num_threads())))
+worker.start()
+worker.join()
+print(max(seen))
+"""
+
+
 def server_torch_threads() -> int:
-    """torch's intra-op threads once bnviz.ui is imported, in a fresh interpreter like the server's."""
-    out = subprocess.run([sys.executable, "-c", "import bnviz.ui, torch; print(torch.get_num_threads())"],
+    """torch's intra-op threads once bnviz.ui is imported (in the main thread and in a new thread), in a
+    fresh interpreter like the server's, without OMP_NUM_THREADS in its environment."""
+    out = subprocess.run([sys.executable, "-c", CHECK_THREADS],
                          capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())})
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1

@@ -1,6 +1,7 @@
 """Figures of the batch-size page: one input across batches, a batch of one, and the batch-size sweep."""
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,29 +38,34 @@ def batch_dependence_by_size(deps: Sequence[BatchDependence]) -> go.Figure:
     """How far train-mode outputs are from eval mode, against the size of the batch the input is in."""
     sizes = [d.batch_size for d in deps]
     fig = go.Figure()
-    fig.add_scatter(x=sizes, y=[d.total_variation for d in deps], mode="lines+markers", name="mean total-variation distance",
-                    line=dict(color=color(0), width=2),
-                    hovertemplate="batch of %{x}<br>distance %{y:.3f}<extra>0.5 * sum |p_train - p_eval|, mean over batches</extra>")
-    fig.add_scatter(x=sizes, y=[d.flip_rate for d in deps], mode="lines+markers", name="share of batches with another predicted class",
+    fig.add_scatter(x=sizes, y=[d.total_variation for d in deps], mode="lines+markers",
+                    name="mean total-variation distance", line=dict(color=color(0), width=2),
+                    hovertemplate="batch of %{x}<br>distance %{y:.3f}"
+                                  "<extra>0.5 * sum |p_train - p_eval|, mean over batches</extra>")
+    fig.add_scatter(x=sizes, y=[d.flip_rate for d in deps], mode="lines+markers",
+                    name="share of batches with another predicted class",
                     line=dict(color=color(1), width=2, dash="dot"),
-                    hovertemplate="batch of %{x}<br>%{y:.1%} of batches<extra>prediction differs from eval mode</extra>")
+                    hovertemplate="batch of %{x}<br>%{y:.1%} of batches"
+                                  "<extra>prediction differs from eval mode</extra>")
     fig.update_xaxes(title_text="size of the batch the input is in (train-mode BN)", type="log", tickvals=sizes,
                      ticktext=[str(s) for s in sizes])
     fig.update_yaxes(title_text="distance / share", range=[0, 1.02])
     return styled(fig, "The larger the batch, the closer train mode gets to eval mode")
 
 
-def batch_of_one(eval_probs: np.ndarray, one_probs: np.ndarray, labels: Sequence[int], indices: Sequence[int]) -> go.Figure:
+def batch_of_one(eval_probs: np.ndarray, one_probs: np.ndarray, labels: Sequence[int],
+                 indices: Sequence[int]) -> go.Figure:
     """Eval mode on each input alone vs what train mode would give each input as a batch of one."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
-                        subplot_titles=("eval mode, each input alone: a real prediction",
-                                        "train mode, each input as a batch of one: x_hat = 0, the same output for all"))
+                        subplot_titles=("eval mode, each input alone",
+                                        "train mode, each input as a batch of one (x_hat = 0)"))
     classes = np.arange(eval_probs.shape[1])
     for k, (idx, label) in enumerate(zip(indices, labels)):
         name = f"test sample #{idx} (class {label})"
         for col, probs in ((1, eval_probs), (2, one_probs)):
-            fig.add_bar(x=classes, y=probs[k], name=name, marker_color=color(k), legendgroup=name, showlegend=col == 1,
-                        hovertemplate=f"{name}<br>class %{{x}}<br>probability %{{y:.3f}}<extra></extra>", row=1, col=col)
+            fig.add_bar(x=classes, y=probs[k], name=name, marker_color=color(k), legendgroup=name,
+                        showlegend=col == 1, row=1, col=col,
+                        hovertemplate=f"{name}<br>class %{{x}}<br>probability %{{y:.3f}}<extra></extra>")
     fig.update_layout(barmode="group")
     fig.update_xaxes(title_text="class", tickmode="array", tickvals=classes)
     fig.update_yaxes(title_text="softmax probability", range=[0, 1.02], row=1, col=1)
@@ -86,9 +92,10 @@ def sweep_accuracy(sweep: Sweep) -> go.Figure:
         if norm in ("batchnorm", "reference"):
             fig.add_scatter(x=xs, y=[p.test_acc_batch_stats for p in pts], mode="lines+markers",
                             name=f"{label}, test batches normalized by their own statistics",
-                            line=dict(color=NORM_COLORS[norm], width=1.5, dash="dot"), marker=dict(symbol="circle-open"),
-                            hovertemplate=f"{label}, train-mode BN on test batches of the training size<br>batch %{{x}}<br>"
-                                          "test accuracy %{y:.1%}<extra></extra>")
+                            line=dict(color=NORM_COLORS[norm], width=1.5, dash="dot"),
+                            marker=dict(symbol="circle-open"),
+                            hovertemplate=f"{label}, train-mode BN on test batches of the training size<br>"
+                                          "batch %{x}<br>test accuracy %{y:.1%}<extra></extra>")
     _size_axis(fig, sorted(sizes))
     fig.update_yaxes(title_text="test accuracy after training (eval mode)", tickformat=".0%", range=[0, 1.02])
     return styled(fig, "Batch size sweep: BatchNorm degrades at small batches, per-sample norms hold")
@@ -119,14 +126,17 @@ def sweep_noise(sweep: Sweep) -> go.Figure:
     pts.sort(key=lambda p: p.batch_size)
     sizes = [p.batch_size for p in pts]
     if pts:
+        pooled = np.array([math.sqrt(np.sum(p.noise.measured_std ** 2) / np.sum(p.noise.sigma ** 2)) for p in pts])
         rel = [p.noise.relative_std for p in pts]
-        q25, q50, q75 = (np.array([np.percentile(r, q) for r in rel]) for q in (25, 50, 75))
-        fig.add_scatter(x=sizes, y=q50, mode="markers+lines", name="measured: median over channels",
+        q25, q75 = (np.array([np.percentile(r, q) for r in rel]) for q in (25, 75))
+        fig.add_scatter(x=sizes, y=pooled, mode="markers+lines", name="measured (pooled over channels)",
                         line=dict(color=color(0), width=2),
-                        error_y=dict(type="data", symmetric=False, array=q75 - q50, arrayminus=q50 - q25, thickness=1),
+                        error_y=dict(type="data", symmetric=False, array=np.maximum(q75 - pooled, 0),
+                                     arrayminus=np.maximum(pooled - q25, 0), thickness=1),
                         customdata=np.array([[p.noise.pooled_ratio, len(p.noise.steps)] for p in pts]),
-                        hovertemplate="batch %{x}<br>std of batch mean / sigma: %{y:.3f} (bars: 25th-75th percentile "
-                                      "of channels)<br>measured / theory, pooled over channels: %{customdata[0]:.3f}<br>"
+                        hovertemplate="batch %{x}<br>std of batch mean / sigma: %{y:.3f}, i.e. sqrt(sum of squared "
+                                      "stds / sum of sigma^2) over channels (bars: 25th-75th percentile of single "
+                                      "channels)<br>measured / theory: %{customdata[0]:.3f}<br>"
                                       "%{customdata[1]} recorded steps<extra></extra>")
         grid = np.geomspace(min(sizes), max(sizes), 60)
         fig.add_scatter(x=grid, y=1 / np.sqrt(grid), mode="lines", name="theory: 1 / sqrt(n)",

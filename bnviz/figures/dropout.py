@@ -50,8 +50,8 @@ def ratio_vs_keep(keeps: Sequence[float], shifts: Sequence[Sequence[LayerShift]]
         if any(t is not None for t in theory):
             fig.add_scatter(x=ks, y=theory, mode="lines", name=f"{name}: theory", legendgroup=name,
                             line=dict(color=color(layer), dash="dash", width=2),
-                            hovertemplate=f"{name}<br>keep p = %{{x:.2f}}<br>theory %{{y:.3f}}<extra>mean over units of "
-                                          "the closed form with each unit's c, v</extra>")
+                            hovertemplate=f"{name}<br>keep p = %{{x:.2f}}<br>theory %{{y:.3f}}<extra>mean over "
+                                          "units of the closed form with each unit's c, v</extra>")
     grid = np.linspace(min(keeps), 1.0, 50)
     fig.add_scatter(x=grid, y=1.0 / grid, mode="lines", name="1/p (zero-mean input)",
                     line=dict(color="black", dash="dot", width=1),
@@ -84,7 +84,8 @@ def unit_scatter(shift: LayerShift) -> go.Figure:
 
 def accuracy_fix(fixes: Mapping[str, StatisticsFix]) -> go.Figure:
     """Eval accuracy and loss with running statistics vs statistics recomputed with dropout off."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy, eval mode)"))
+    fig = make_subplots(rows=1, cols=2,
+                        subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy, eval mode)"))
     labels = list(fixes)
     for j, (attr_acc, attr_loss, name) in enumerate((("acc_running", "loss_running", "running statistics (as trained)"),
                                                      ("acc_recomputed", "loss_recomputed",

@@ -26,7 +26,7 @@ def batch_steps(steps: BatchSteps) -> go.Figure:
         ("input x", steps.x, samples),
         ("batch mean and variance", np.vstack([steps.mean, steps.var]), ["mu_B", "sigma²_B"]),
         ("normalized x_hat", steps.x_hat, samples),
-        ("output y = gamma x_hat + beta", steps.y, samples),
+        ("y = gamma x_hat + beta", steps.y, samples),
     ]
     fig = make_subplots(rows=1, cols=4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
     for i, (name, values, rows) in enumerate(panels):

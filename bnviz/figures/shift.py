@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..adapt import FirstLayerStats, PreciseCurve, ShiftCurve, Transfer
-from .common import color, styled
+from .common import HEIGHT, color, styled
 
 
 def precise_bn(curves: Mapping[str, PreciseCurve]) -> go.Figure:
@@ -45,7 +45,11 @@ def precise_bn(curves: Mapping[str, PreciseCurve]) -> go.Figure:
     fig.update_xaxes(title_text="N: batches averaged by precise BN", type="log", tickvals=ticks,
                      ticktext=[str(t) for t in ticks])
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    return styled(fig, "Precise BN: recompute the statistics at the final weights")
+    styled(fig, "Precise BN: recompute the statistics at the final weights", height=HEIGHT + 80)
+    # One legend entry per momentum: below the panels, where there is room for all of them.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(b=130))
+    return fig
 
 
 def shift_curve(curve: ShiftCurve, amount: float | None = None) -> go.Figure:
@@ -54,7 +58,8 @@ def shift_curve(curve: ShiftCurve, amount: float | None = None) -> go.Figure:
     fig.add_scatter(x=curve.amounts, y=curve.frozen, mode="lines+markers", name="source statistics (frozen)",
                     line=dict(color=color(1), width=2.5),
                     hovertemplate="amount %{x:g}<br>%{y:.1%}<extra>eval mode, running statistics of the source</extra>")
-    fig.add_scatter(x=curve.amounts, y=curve.adapted, mode="lines+markers", name="AdaBN: statistics of the target inputs",
+    fig.add_scatter(x=curve.amounts, y=curve.adapted, mode="lines+markers",
+                    name="AdaBN: statistics of the target inputs",
                     line=dict(color=color(2), width=2.5),
                     hovertemplate="amount %{x:g}<br>%{y:.1%}<extra>BN statistics re-estimated on the shifted test "
                                   "inputs, no labels</extra>")
