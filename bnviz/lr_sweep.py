@@ -7,8 +7,9 @@ reports for each how training ended.
 
 A rate counts as **stable** when training never produced a NaN/inf loss and the mean training
 loss over the last 10% of the steps is below half the loss of the very first step (the network
-learned something: a run that merely drifts from 2.5 to 2.1, near chance for 10 classes, did not). **Diverged** means the loss became NaN/inf; a run that neither diverged nor
-improved is unstable too (the loss bounced or stayed up).
+learned something: a run that merely drifts from 2.5 to 2.1, near chance for 10 classes, did not).
+**Diverged** means the loss became NaN/inf; a run that neither diverged nor improved is unstable
+too (the loss bounced or stayed up).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .config import Config
 from .data import Dataset, load
 from .loop import train_steps
 
-DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+DEFAULT_LRS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TAIL = 0.1          # fraction of the final steps averaged for the "final loss"
 IMPROVEMENT = 0.5   # a stable run ends below this fraction of its first loss
 

@@ -56,7 +56,7 @@ class _ShiftScale:
         self.noise = noise
         self.generator = generator
 
-    def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+    def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
         if not module.training:
             return output * self.noise.mean_scale
         c = output.shape[1]

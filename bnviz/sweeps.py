@@ -30,7 +30,7 @@ import torch
 from . import theory
 from .config import Config, ConfigError, check
 from .models import Net
-from .train import ProgressFn, Run, batchnorm_train_mode, preserved_norm_state, train
+from .train import Run, batchnorm_train_mode, preserved_norm_state
 
 DEFAULT_BATCH_SIZES = (2, 4, 8, 16, 32, 64)
 SWEEP_NORMS = ("batchnorm", "groupnorm", "layernorm", "none")
@@ -203,14 +203,6 @@ def sweep_configs(config: Config, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZ
     return out, notes
 
 
-def run_sweep(config: Config, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-              norms: Sequence[str] = SWEEP_NORMS, progress: ProgressFn | None = None) -> dict[str, Run]:
-    """Train every run of the sweep (for scripts and the export command; the page trains them
-    through its cache)."""
-    configs, _ = sweep_configs(config, batch_sizes, norms)
-    return {label: train(cfg, progress) for label, cfg in configs.items()}
-
-
 @dataclass(frozen=True)
 class BatchMeanNoise:
     """Noise of one BN layer's batch mean over training steps, per channel, and its theory.
@@ -230,12 +222,6 @@ class BatchMeanNoise:
     measured_std: np.ndarray
     sigma: np.ndarray
     theory_std: np.ndarray
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """measured / theory per channel (1 where theory holds); channels with sigma 0 left out."""
-        keep = self.theory_std > 0
-        return self.measured_std[keep] / self.theory_std[keep]
 
     @property
     def pooled_ratio(self) -> float:

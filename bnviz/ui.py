@@ -244,6 +244,26 @@ class Page:
             st.session_state[key] = default
         return key
 
+    def view_settings(self, defaults: Mapping[str, Any],
+                      coerce: Callable[[str, Any], tuple[Any, str | None]]) -> dict[str, Any]:
+        """Give each display setting its default and make what a link put there showable.
+
+        ``coerce(name, value)`` returns the value the control can show and a note (or None); the
+        notes are shown in one warning. Call before the settings' widgets are created.
+        """
+        values, notes = {}, []
+        for name, default in defaults.items():
+            key = self.view_value(name, default)
+            value, note = coerce(name, st.session_state[key])
+            if value != st.session_state[key] or type(value) is not type(st.session_state[key]):
+                st.session_state[key] = value
+            values[name] = value
+            if note:
+                notes.append(note)
+        if notes:
+            st.warning("Some display settings in the link were adjusted: " + "; ".join(notes) + ".")
+        return values
+
     def view_control(self, widget: Callable[..., Any], name: str, label: str, options: Sequence[Any] | None = None,
                      **kwargs: Any) -> Any:
         """A display-only control (layer, step, tap, log axis): redraws without retraining; kept in the URL."""

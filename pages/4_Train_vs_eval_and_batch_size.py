@@ -67,6 +67,10 @@ with ui.guard():
     sweep_configs, skipped = sweeps.sweep_configs(config, sizes, norms)
     for note in skipped:
         st.info(note)
+    per_sample = [sweeps.NORM_LABELS[n] for n in norms if n in ("groupnorm", "layernorm")]
+    if per_sample and sizes and min(sizes) <= 2:
+        st.caption(f"{' and '.join(per_sample)} at batch {min(sizes)}: fine. They normalize within each sample, "
+                   "so the batch size does not enter their statistics at all.")
     if not sizes or not norms:
         st.warning("The sweep needs at least one batch size and one normalization; it is skipped until you "
                    "choose some.")

@@ -174,8 +174,10 @@ with ui.guard():
     with part_b:
         st.subheader("Shifted test domain: frozen statistics, AdaBN, fine-tuning")
         source = runs.get(view.momentum_label(config.momentum))
-        if source is None or source.model is None:
-            st.info("The source network (BN momentum setting above) has not finished training.")
+        if source is None:
+            st.info("There is no trained source network: see the message above.")
+        elif source.model is None:
+            st.info("Training of the source network (the BN momentum setting above) was stopped before the end.")
         else:
             show_shift(source, view.TransferSettings(kind=kind, amount=float(amount), n_labelled=int(labelled),
                                                      steps=int(ft_steps), lr=float(ft_lr)))

@@ -1,5 +1,5 @@
 """Why BN helps: learning-rate sweep, loss-landscape smoothness (Santurkar et al. 2018), noisy BN."""
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import numpy as np
 import streamlit as st
@@ -20,30 +20,16 @@ page = ui.Page(
 SETTINGS = asdict(why.Settings())
 
 
-def settings_from_session() -> tuple[why.Settings, list[str]]:
-    """Give each experiment control its default, and snap values from a link to what the controls offer."""
-    values, notes = {}, []
-    for f in fields(why.Settings):
-        key = page.view_value(f.name, SETTINGS[f.name])
-        value, note = why.coerce(f.name, st.session_state[key])
-        if value != st.session_state[key] or type(value) is not type(st.session_state[key]):
-            st.session_state[key] = value
-        values[f.name] = value
-        if note:
-            notes.append(note)
-    return why.Settings(**values), notes
-
-
 def medians(runs, name: str) -> dict[str, float]:
     return {label: float(np.nanmedian(run.series(name)[1])) for label, run in runs.items()}
 
 
 with ui.guard():
     config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale"), view=SETTINGS)
-    settings, notes = settings_from_session()
-    if notes:
-        st.warning("Some experiment settings in the link were adjusted: " + "; ".join(notes) + ".")
-    st.caption(f"The network: {config.depth} hidden layers of {config.width} {config.activation} units, weights at "
+    page.view_settings(SETTINGS, why.coerce)
+    st.caption(f"This page trains {2 * len(lr_sweep.DEFAULT_LRS) + 3} networks of {config.steps} steps each: "
+               f"{2 * len(lr_sweep.DEFAULT_LRS)} for the sweep, 2 probed for the landscape, 1 with noisy BN. "
+               f"The network: {config.depth} hidden layers of {config.width} {config.activation} units, weights at "
                f"{config.init_scale:g} x PyTorch's default initialization (2.45 would be He initialization), "
                f"{config.optimizer} with batch {config.batch_size}, {config.steps} steps, on {config.dataset}. "
                "'With BN': BatchNorm1d before every activation (Linear without bias); 'without BN': the same "
@@ -64,9 +50,10 @@ with ui.guard():
     points = ui.computed("Learning-rate sweep", why.sweep_points, config)
     page.chart(why.sweep_figure(config, points), "learning-rate sweep",
                caption="Left: mean training cross-entropy over the last 10% of steps (log scale). Right: share of the "
-                       "held-out test set classified correctly at the end, in eval mode. Dashed: the largest stable "
-                       "rate of each network. Only rates on the grid are tried, so the true limit lies between the "
-                       "dashed line and the next rate.")
+                       "held-out test set classified correctly at the end, in eval mode (stability is judged on the "
+                       "training loss; a BN network can train stably yet evaluate badly when its running statistics "
+                       "lag behind fast-moving weights). Dashed: the largest stable rate of each network. Only rates "
+                       "on the grid are tried, so the true limit lies between the dashed line and the next rate.")
     cols = st.columns(2)
     for col, label in zip(cols, ("with BN", "without BN")):
         best = lr_sweep.largest_stable(points, label)
@@ -82,12 +69,17 @@ with ui.guard():
     st.latex(r"\text{(a) } L(w-\eta g) \qquad \text{(b) } \lVert \nabla L(w) - \nabla L(w-\eta g) \rVert_2 \qquad "
              r"\text{(c) } \beta_{\text{eff}} = \max_\eta \frac{\lVert \nabla L(w) - \nabla L(w-\eta g) \rVert_2}"
              r"{\lVert \eta g \rVert_2}")
-    step_max = page.view_control(st.select_slider, "step_max", "Largest step size eta, in multiples of the learning rate",
+    step_max = page.view_control(st.select_slider, "step_max",
+                                 "Largest step size eta, in multiples of the learning rate",
                                  why.OPTIONS["step_max"], format_func=lambda m: f"{m:g} x lr",
                                  help=f"{why.N_STEP_SIZES} step sizes, evenly spaced from 1/{why.N_STEP_SIZES} of this "
                                       "to this (0.4 gives 0.05 ... 0.4 x lr; 4 spans the size of one training step "
                                       "and more).")
     probed = ui.computed("Loss landscape", why.landscape_runs, config, step_max)
+    for label, run in probed.items():
+        if run.curves.diverged_at is not None:
+            st.warning(f"**{label}: training diverged at step {run.curves.diverged_at}** (the loss became NaN or "
+                       "infinite); its probes and curves stop there. Try a smaller learning rate.")
     page.chart(why.landscape_figure(probed), "loss landscape",
                caption="(a) Band: the lowest to the highest loss among L(w) and the L(w - eta g); line: L(w). "
                        "(b) Band: the smallest to the largest change of the gradient (l2 norm over all parameters, "
@@ -101,7 +93,7 @@ with ui.guard():
         med = medians(probed, name)
         col.metric(f"median {what}, with BN", f"{med['with BN']:.3g}",
                    delta=f"{med['with BN'] - med['without BN']:+.3g} vs without BN ({med['without BN']:.3g})",
-                   delta_color="inverse", help="Median over the 15 probed steps.")
+                   delta_color="inverse", help="Median over the probed steps (15, fewer if a run diverged).")
     st.info(
         "The smoothness is measured in the space of the weights, and BN makes the loss **independent of the scale of "
         "the weights that feed it**: L(a W) = L(W) for a > 0, so the gradient scales as 1/a and the curvature as "
@@ -126,7 +118,10 @@ with ui.guard():
     scale = page.view_control(c2.select_slider, "noise_scale", "scale: s drawn from U(1, scale)",
                               why.OPTIONS["noise_scale"], help="Random factor on each unit's spread, per step.")
     noisy_curves = ui.computed("Noisy BN", why.noisy_run, config, shift, scale)
-    curves = why.noisy_curves(probed, noisy_curves, why.Settings(step_max=step_max, noise_shift=shift, noise_scale=scale))
+    if noisy_curves.diverged_at is not None:
+        st.warning(f"**Noisy BN: training diverged at step {noisy_curves.diverged_at}**; its curves stop there.")
+    curves = why.noisy_curves(probed, noisy_curves,
+                              why.Settings(step_max=step_max, noise_shift=shift, noise_scale=scale))
     page.chart(why.noisy_figure(curves), "noisy BN",
                caption="Left: training cross-entropy of each step's mini-batch (as trained: with the noise for noisy "
                        "BN), moving average of 10 steps. Right: share of the held-out test set classified correctly, "

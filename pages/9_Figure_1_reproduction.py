@@ -58,6 +58,6 @@ with ui.guard():
         for col, (label, run) in zip(cols, runs.items()):
             last = run.history.evals[-1]
             col.metric(f"test accuracy, {label}", f"{last.test_acc:.1%}",
-                       help=f"Eval mode, after {last.step} updates, on {len(run.dataset.y_test) if run.dataset else '?'} "
-                            f"test images; trained in {run.history.elapsed_s:.1f} s.")
+                       help=f"Eval mode (BN with its running statistics), after {last.step} updates; trained in "
+                            f"{run.history.elapsed_s:.1f} s.")
     page.download_all()

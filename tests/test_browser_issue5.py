@@ -15,10 +15,18 @@ def main_text(page) -> str:
     return page.locator("[data-testid='stMain']").inner_text()
 
 
+def wait_idle(page) -> None:
+    """Wait until the script run is over: Streamlit shows its status widget ("Running...") while a
+    rerun is under way, and the elements still to be redrawn are stale (faded) until then."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("!document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=180_000)
+
+
 def screenshot(page, slug: str, height: int = 5200) -> None:
     """The whole page: Streamlit scrolls inside its own container, so full_page alone stops at the
     viewport; a tall viewport lets every chart render into the image."""
     page.set_viewport_size({"width": 1400, "height": height})
+    wait_idle(page)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 1000})

@@ -41,6 +41,7 @@ def test_bad_input_is_explained_not_raised():
     errors = _texts(at.error)
     assert "batch size of 1" in errors and "one sample has zero variance" in errors   # part 1: BN at batch 1
     assert "BatchNorm, batch 1 skipped" in _texts(at.info)                             # the sweep skips only that
+    assert "GroupNorm at batch 1: fine" in _texts(at.caption)
     warnings = _texts(at.warning)
     assert "'abc' is not a number" in warnings and "3 is not one of" in warnings
     assert len(at.get("plotly_chart")) == 2   # sweep (GroupNorm at 1 and 2, BN at 2) and BN's noise
@@ -56,3 +57,10 @@ def test_empty_sweep_and_link_values():
     assert "does not exist" in warnings                    # sample index outside the test set
     assert "lr: 99 is outside" in warnings                 # clamped shared setting from the link
     assert len(at.get("plotly_chart")) == 3               # part 1 still drawn
+
+
+def test_view_figures_for_the_export_command():
+    from bnviz.views import batchsize
+    figures = batchsize.VIEW.figures(batchsize.DEFAULT.replace(steps=30), {})
+    assert list(figures) == ["one input across batches", "train vs eval by batch size", "batch of one",
+                             "batch size sweep", "batch mean noise"]

@@ -34,3 +34,18 @@ def test_bad_input_is_explained_not_raised():
     assert "Dropout is 0" in warnings
     assert "0.05 is outside" in warnings and "'abc' is not a number" in warnings
     assert len(at.get("plotly_chart")) == 4
+
+
+def test_view_figures_for_the_export_command():
+    from bnviz.views import dropout
+    figures = dropout.VIEW.figures(dropout.DEFAULT.replace(steps=30), {})
+    assert list(figures) == ["variance ratio by layer", "variance ratio vs keep probability",
+                             "variance ratio per unit", "recomputed statistics"]
+
+
+def test_batch_of_one_is_explained():
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["batch_size"] = 1
+    at.run()
+    assert not at.exception
+    assert "cannot train" in _texts(at.error) and "one sample has zero variance" in _texts(at.error)

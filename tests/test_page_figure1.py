@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from bnviz.record import IOFFE_PERCENTILES, PERCENTILES
@@ -88,3 +87,20 @@ def test_figure_panels_are_the_history_and_the_percentiles_match_numpy():
         assert steps[-1] == config.steps - 1
         np.testing.assert_allclose(stats[-1].unit_percentiles[idx], np.percentile(seen["x"], IOFFE_PERCENTILES),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_with_local_mnist_files_the_toggle_trains_on_them(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (300, 28, 28), dtype=np.uint8),
+             y_train=np.arange(300) % 10, x_test=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8),
+             y_test=np.arange(100) % 10)
+    monkeypatch.setenv("BNVIZ_DATA_DIR", str(tmp_path))
+    at = page(mnist="1", steps="100").run()
+    assert not at.exception
+    toggle = at.toggle(key="figure1.view.mnist")
+    assert not toggle.disabled and toggle.value is True
+    assert not at.info
+    assert any("This run: MNIST" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 1

@@ -68,6 +68,13 @@ def test_cnn_needs_images_but_the_rest_of_the_page_stays():
     assert charts(at) == 5  # Algorithm 1, whitening (2), cost, eigh gradient
 
 
+def test_missing_mnist_files_stop_only_the_cnn_part():
+    at = page(dataset="mnist").run()
+    assert not at.exception
+    assert any("MNIST data not found" in e.value for e in at.error)
+    assert charts(at) == 5
+
+
 def test_per_channel_statistics_match_numpy_over_axes_0_2_3():
     from bnviz.train import train
     run = train(inside.DEFAULT.replace(steps=20))

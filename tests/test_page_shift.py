@@ -41,3 +41,18 @@ def test_bad_input_is_explained_not_raised():
     assert len(at.get("plotly_chart")) == 4
     at.slider(key="shift.view.amount").set_value(0.0).run()
     assert "identical to the source domain" in _texts(at.info)
+
+
+def test_view_figures_for_the_export_command():
+    from bnviz.views import shift
+    figures = shift.VIEW.figures(shift.DEFAULT.replace(steps=30), {})
+    assert list(figures) == ["precise BN", "covariate shift", "first BN layer statistics", "transfer"]
+
+
+def test_batch_of_one_is_explained():
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["batch_size"] = 1
+    at.run()
+    assert not at.exception
+    assert "cannot train" in _texts(at.error) and "one sample has zero variance" in _texts(at.error)
+    assert "no trained source network" in _texts(at.info)

@@ -202,11 +202,12 @@ def test_probe_clamps_workload_fields_to_what_the_controls_offer():
     assert (config.batch_size, config.seed, config.lr, config.momentum) == (256, 0, Config().lr, Config().momentum)
     assert (config.dropout, config.shift_amount, config.eps, config.record_every) == (0.9, 3.0, 1e-8, 20)
     [warning] = [w.value for w in at.warning]
-    assert warning.startswith("Some settings in the link were adjusted")
+    assert warning.startswith("Some settings in the link were adjusted: steps: 1e308 is outside [1, 50000]")
+    notes = "; ".join(at.session_state["probe.__url_notes"])
     for part in ("steps: 50000 is not offered here; using 5000", "width: 512 is not offered here; using 256",
                  "lr: 'nan' is not a finite number", "ignored unknown setting 'evil'",
-                 "record_every has no control on this page"):
-        assert part in warning
+                 "record_every has no control on this page", "mu: 'abc' is not a number; kept 0.5"):
+        assert part in notes
     assert (at.selectbox(key="probe.view.layer").value, at.toggle(key="probe.view.flag").value) == (2, False)
     assert at.select_slider(key="probe.view.mu").value == 0.5 and at.radio(key="probe.view.tap").value == "pre"
     # the link written back holds only offered values and nothing it was not asked for
@@ -225,19 +226,22 @@ def test_probe_survives_a_hostile_value_in_every_field(raw):
     assert all(len(v) <= 200 and "<script" not in v for v in at.query_params.values())
 
 
-def test_a_query_string_over_streamlits_cap_is_ignored_as_a_whole():
-    """Streamlit drops a query string over 524,288 characters before any page code sees it."""
-    at = _probe({"steps": "1e308", "evil": "x", "padding": "9" * 600_000})
+@pytest.mark.parametrize("padding", [{"padding": "9" * 600_000}, {f"k{i}": "" for i in range(1000)}],
+                         ids=["over 512 kB", "over 1000 keys"])
+def test_a_query_string_over_streamlits_caps_is_ignored_as_a_whole(padding):
+    """Streamlit drops a query string over 524,288 characters or 1,000 fields before any page code sees it."""
+    at = _probe({"steps": "1e308", "evil": "x", **padding})
     assert_clean(at)
     assert not at.warning
     assert at.session_state["probe.__config"] == Config()
 
 
-def test_a_link_with_thousands_of_bad_keys_gets_one_short_note():
-    at = _probe({**{f"k{i}": "1" for i in range(5000)}, "steps": "1e308"})
+def test_a_link_with_hundreds_of_bad_keys_gets_one_short_note():
+    at = _probe({**{f"k{i}": "1" for i in range(900)}, "steps": "1e308"})
     assert_clean(at)
     [warning] = [w.value for w in at.warning]
-    assert len(warning) < 2000 and warning.endswith(f"and {5002 - ui.MAX_URL_NOTES} more.")  # 5,000 unknown keys, steps clamped and snapped
+    # 900 unknown keys, and steps both clamped to LIMITS and snapped to the control's options
+    assert len(warning) < 2000 and warning.endswith(f"and {902 - ui.MAX_URL_NOTES} more.")
     assert at.session_state["probe.__config"].steps == 5000 and "k1" not in at.query_params
 
 

@@ -40,11 +40,11 @@ POLL_S = 1.0
 READ_PAGE = """() => {
   const text = (sel) => Array.from(document.querySelectorAll(sel)).map(e => e.innerText.trim());
   const selectbox = (label) => {
-    const box = Array.from(document.querySelectorAll('[data-testid="stSelectbox"]'))
-      .find(e => e.innerText.trim().startsWith(label));
-    return box ? box.innerText.trim().split('\\n').pop().trim() : null;
+    const input = document.querySelector(`[data-testid="stSelectbox"] input[aria-label="${label}"]`);
+    return input ? input.value : null;
   };
   return {
+    title: document.querySelector('h1') !== null,
     labels: text('[data-testid="stMetricLabel"]'),
     values: text('[data-testid="stMetricValue"]'),
     charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,
@@ -127,13 +127,21 @@ class RssSampler(threading.Thread):
         self.join(5)
 
 
+def _spread(times: list[float]) -> str:
+    if not times:
+        return "-"
+    return f"min {min(times):.1f} s, median {statistics.median(times):.1f} s, max {max(times):.1f} s"
+
+
 @dataclass
 class Report:
     sessions: int
     runs: int
     steps: int
     wall_s: float = 0.0
-    times_s: list[float] = field(default_factory=list)
+    times_s: list[float] = field(default_factory=list)         # link opened -> results shown
+    first_s: list[float] = field(default_factory=list)         # link opened -> page title shown
+    server_cpu_s: float = 0.0
     rss_start_mb: float = 0.0
     rss_peak_mb: float = 0.0
     rss_end_mb: float = 0.0
@@ -142,15 +150,15 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
     def text(self) -> str:
-        times = self.times_s or [float("nan")]
         lines = [
             f"sessions at once        {self.sessions} (one server, 127.0.0.1)",
             f"runs trained            {self.runs} x {self.steps} steps",
-            f"time to results         min {min(times):.1f} s, median {statistics.median(times):.1f} s, "
-            f"max {max(times):.1f} s",
+            f"time to page title      {_spread(self.first_s)}",
+            f"time to results         {_spread(self.times_s)}",
             f"wall time               {self.wall_s:.1f} s",
             f"server RSS              start {self.rss_start_mb:.0f} MB, peak {self.rss_peak_mb:.0f} MB, "
             f"end {self.rss_end_mb:.0f} MB",
+            f"server CPU time         {self.server_cpu_s:.1f} s",
             f"torch threads (ui)      {self.torch_threads}",
             f"distinct results        {self.distinct_results} of {self.sessions} sessions",
             f"problems                {len(self.problems)}",
@@ -173,9 +181,11 @@ def run(url: str, server_pid: int, *, sessions: int = 8, steps: int = 200, timeo
 
     sampler = RssSampler(server_pid)
     report.rss_start_mb = sampler.rss() / 2**20
+    cpu_before = sum(sampler.process.cpu_times()[:2])
     sampler.start()
     seen = _drive(url, params, timeout_s, browser, report)
     sampler.stop()
+    report.server_cpu_s = sum(sampler.process.cpu_times()[:2]) - cpu_before
     report.rss_peak_mb = max(sampler.samples, default=0) / 2**20
     report.rss_end_mb = sampler.rss() / 2**20
     if report.rss_peak_mb > MAX_RSS_MB:
@@ -230,12 +240,16 @@ def _drive(url: str, params: list[dict[str, str]], timeout_s: float, browser, re
             page.goto(f"{url}/?{urllib.parse.urlencode(p)}", wait_until="commit")
             pages.append(page)
         pending = set(range(len(params)))
+        titled: set[int] = set()
         while pending and time.monotonic() < deadline:
             for k in sorted(pending):
                 try:
                     state = pages[k].evaluate(READ_PAGE)
                 except PlaywrightError:
                     continue  # the page is still loading; try again on the next round
+                if state["title"] and k not in titled:
+                    titled.add(k)
+                    report.first_s.append(time.monotonic() - started)
                 if state["errors"]:
                     report.problems.append(f"session {k} ({params[k]}): error on the page: {state['errors']}")
                     pending.discard(k)

@@ -63,10 +63,10 @@ def feature_maps(channels: ConvChannels, channel: int, n_images: int) -> go.Figu
     conv, bn = channels.conv[:n_images, channel], channels.bn[:n_images, channel]
     fig = make_subplots(rows=2, cols=n_images, horizontal_spacing=0.02, vertical_spacing=0.12,
                         row_titles=["conv output", "after BN"])
-    for row, (maps, name, scale) in enumerate(((conv, "conv output", "Viridis"), (bn, "BatchNorm2d output", "Viridis"))):
+    for row, (maps, name) in enumerate(((conv, "conv output"), (bn, "BatchNorm2d output"))):
         lo, hi = float(maps.min()), float(maps.max())
         for i, fmap in enumerate(maps):
-            fig.add_trace(go.Heatmap(z=fmap, zmin=lo, zmax=hi, colorscale=scale, showscale=i == n_images - 1,
+            fig.add_trace(go.Heatmap(z=fmap, zmin=lo, zmax=hi, colorscale="Viridis", showscale=i == n_images - 1,
                                      colorbar=dict(len=0.42, y=0.79 if row == 0 else 0.21),
                                      name=f"{name}, image {i + 1}",
                                      hovertemplate=f"{name}<br>row %{{y}}, col %{{x}}: %{{z:.3f}}<extra></extra>"),
@@ -133,6 +133,10 @@ def whitening_cost(widths: np.ndarray, batch: int, bn_flops: np.ndarray, white_f
     return styled(fig, f"Cost of normalizing one batch of m = {batch} samples", height=380)
 
 
+def _percent(x: float) -> str:
+    return f"{x:.1%}" if np.isfinite(x) else "NaN (the gradient is not a number)"
+
+
 def eigh_gradient(gaps: np.ndarray, errors: Mapping[str, np.ndarray]) -> go.Figure:
     """Relative error of the ZCA gradient through torch.linalg.eigh vs the eigenvalue gap; a gap of
     exactly 0 (which a log axis cannot show) is reported in the title."""
@@ -146,6 +150,6 @@ def eigh_gradient(gaps: np.ndarray, errors: Mapping[str, np.ndarray]) -> go.Figu
     fig.update_yaxes(type="log", exponentformat="power", title_text="relative error of dLoss/dx")
     title = "Backpropagating through an eigendecomposition: the gradient degrades as the eigenvalues meet"
     if not positive.all():
-        at_zero = ", ".join(f"{name} {err[~positive][0]:.1%}" for name, err in errors.items())
+        at_zero = ", ".join(f"{name} {_percent(err[~positive][0])}" for name, err in errors.items())
         title += f"<br><sub>equal eigenvalues (gap 0): relative error {at_zero}</sub>"
     return styled(fig, title, height=400)

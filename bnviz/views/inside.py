@@ -6,7 +6,6 @@ conv block on a batch of test images.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,6 +19,7 @@ from ..figures import inside as figs
 from ..models import CNN_CHANNELS
 from ..train import Run
 from . import View
+from .settings import snap
 
 DEFAULT = Config(dataset="digits-image", arch="cnn", steps=300, batch_size=32, lr=0.05, record_every=50,
                  eval_every=100)
@@ -57,22 +57,8 @@ def coerce(name: str, raw: Any) -> tuple[Any, str | None]:
     Never raises: a non-number keeps the default, a number not offered snaps to the nearest option
     (or into the seed range), each with a note for the page to show.
     """
-    default = getattr(Settings(), name)
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        return default, f"{name}: {str(raw)[:20]!r} is not a number; kept {default}"
-    if not math.isfinite(number):
-        return default, f"{name}: {str(raw)[:20]!r} is not a finite number; kept {default}"
-    if name == "batch_seed":
-        value = int(min(max(round(number), SEED_RANGE[0]), SEED_RANGE[1]))
-        return value, (None if value == number else f"{name}: {str(raw)[:20]} is not a whole number in "
-                                                     f"{SEED_RANGE[0]}..{SEED_RANGE[1]}; using {value}")
-    options = OPTIONS[name]
-    value = min(options, key=lambda o: abs(o - number))
-    if value != number:
-        return value, f"{name}: {str(raw)[:20]} is not offered; using the nearest, {value}"
-    return value, None
+    options = range(SEED_RANGE[0], SEED_RANGE[1] + 1) if name == "batch_seed" else OPTIONS[name]
+    return snap(name, raw, getattr(Settings(), name), options)
 
 
 def runs(config: Config) -> dict[str, Config]:

@@ -7,7 +7,7 @@ with progress):
 * :func:`sweep_points`: :mod:`bnviz.lr_sweep` over :data:`bnviz.lr_sweep.DEFAULT_LRS`;
 * :func:`landscape_runs`: :mod:`bnviz.landscape`, the network with and without BN, probed at
   15 steps;
-* :func:`noisy_curves`: :mod:`bnviz.noisy_bn`; its BN and no-BN curves are those of the landscape
+* :func:`noisy_run`: :mod:`bnviz.noisy_bn`; the figure's BN and no-BN curves are those of the landscape
   runs (the probes never change a run, and the loops are identical), so only the noisy network
   trains again.
 
@@ -17,7 +17,6 @@ PyTorch's default scale (close to He initialization, x2.45): Santurkar et al. st
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -30,6 +29,7 @@ from ..figures import why as figs
 from ..loop import Curves
 from ..train import Run
 from . import View
+from .settings import snap
 
 DEFAULT = Config(depth=6, init_scale=2.0, steps=300, lr=0.05, eval_every=25)
 N_STEP_SIZES = 8
@@ -51,10 +51,6 @@ class Settings:
         """``N_STEP_SIZES`` evenly spaced multiples of lr up to ``step_max`` (0.4 gives 0.05 ... 0.4)."""
         return tuple(float(m) for m in np.linspace(self.step_max / N_STEP_SIZES, self.step_max, N_STEP_SIZES))
 
-    @property
-    def noise(self) -> noisy_bn.Noise:
-        return noisy_bn.Noise(shift=self.noise_shift, scale=self.noise_scale)
-
 
 OPTIONS: dict[str, tuple[float, ...]] = {
     "step_max": (0.4, 1.0, 2.0, 4.0, 8.0),
@@ -66,15 +62,7 @@ OPTIONS: dict[str, tuple[float, ...]] = {
 def coerce(name: str, raw: Any) -> tuple[float, str | None]:
     """An experiment setting from the URL or a widget, snapped to what the control offers (with a
     note for the page to show); never raises."""
-    default = getattr(Settings(), name)
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        return default, f"{name}: {str(raw)[:20]!r} is not a number; kept {default:g}"
-    if not math.isfinite(number):
-        return default, f"{name}: {str(raw)[:20]!r} is not a finite number; kept {default:g}"
-    value = min(OPTIONS[name], key=lambda o: abs(o - number))
-    return value, None if value == number else f"{name}: {str(raw)[:20]} is not offered; using the nearest, {value:g}"
+    return snap(name, raw, getattr(Settings(), name), OPTIONS[name])
 
 
 def runs(config: Config) -> dict[str, Config]:
@@ -90,7 +78,8 @@ def sweep_points(config: Config, progress: Report | None = None) -> list[lr_swee
     return lr_sweep.sweep(config.replace(norm="batchnorm"), progress=progress)
 
 
-def landscape_runs(config: Config, step_max: float, progress: Report | None = None) -> dict[str, landscape.LandscapeRun]:
+def landscape_runs(config: Config, step_max: float,
+                   progress: Report | None = None) -> dict[str, landscape.LandscapeRun]:
     multiples = Settings(step_max=step_max).step_multiples
     out = {}
     jobs = variants(config)
