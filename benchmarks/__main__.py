@@ -56,7 +56,10 @@ def markdown(results: list[Result], info: dict) -> str:
     m = info["machine"]
     lines = [f"Measured {info['started'][:10]} on {m['cpu']} ({m['cores_available']} cores available, "
              f"torch {m['torch']}, Python {m['python']}, {m['torch_threads']} torch thread; load average "
-             f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end).", "",
+             f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end)."
+             + (" The machine was shared (load above its core count): absolute times are inflated "
+                "accordingly; the ratios are of CPU time, taken side by side." if
+                max(m["loadavg_start"][0], m["loadavg_end"][0]) > (m["cores_available"] or 1) else ""), "",
              "| key | median | min | max | target | | what |", "|---|---:|---:|---:|---:|---|---|"]
     for r in results:
         j = r.as_json()

@@ -4,11 +4,15 @@
   first Plotly chart drawn (``.js-plotly-plot .main-svg`` visible) in headless Chromium, which is
   already running, as a user's browser would be. The home page trains two networks on first load
   and draws a live chart while they train; that live chart counts. Each repeat is a new server.
+  The breakdown says where the wait goes: health check answered, title shown (the script's imports
+  are done), the server's CPU seconds at each point, and ``python -X importtime`` of app.py's imports.
 - ``redraw_ms``: on the "Activation histograms" page, once trained, the time from a display-only
   control change (its ``histograms.view.<name>`` widgets: a keyboard step on a slider, a click on
   an option) to the moment the plots' SVG differs from before, taken in the next animation frame
   after the DOM mutation, i.e. when that frame is painted. Measured in the page with
-  ``performance.now()`` on both ends; every change is checked not to retrain.
+  ``performance.now()`` on both ends; every change is checked not to retrain. Websocket messages
+  are timestamped too, splitting each redraw into the server's rerun (until the last message before
+  the plots change) and the browser's rendering (from that message to the painted frame).
 """
 from __future__ import annotations
 

@@ -432,7 +432,7 @@ class RunStore:
     works on a copy.
     """
 
-    def __init__(self, capacity: int = 48):
+    def __init__(self, capacity: int = 96):
         self.capacity = capacity
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._lock = threading.Lock()
