@@ -13,8 +13,9 @@ PNGs are rendered by one headless Chromium shared by all figures (:mod:`bnviz.ex
 Exit status: 0 when everything asked for was written; 1 when the CSVs were written but PNG export
 was unavailable or failed (the message says how to install Chromium; a script that asked for PNGs
 must not mistake a partial export for success, and ``--no-png`` asks for CSVs only); 2 for a
-usage error (unknown page, unreadable or invalid configuration, missing data files), reported
-before anything is trained or written; 130 when interrupted.
+usage error (unknown page, unreadable or invalid configuration, missing data files, an output
+folder that cannot be created), reported before anything is trained or written; 1 as well when a
+file cannot be written midway; 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path
     """Train, draw and write every view's figures. Returns the files written and, if some PNGs
     could not be made, why."""
     written: list[Path] = []
-    png_problem = None if png else ""
+    png_problem: str | None = None
     for view in views:
         config = configs[view.slug]
         runs = {}
@@ -186,7 +187,7 @@ def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path
             csv_path = folder / f"{stem}.csv"
             csv_path.write_text(export.figure_csv(fig), encoding="utf-8")
             written.append(csv_path)
-            if png_problem is None:
+            if png and png_problem is None:
                 try:
                     data = export.figure_png(fig, width=WIDTH)
                 except export.ExportUnavailable as exc:
@@ -198,17 +199,18 @@ def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path
                 png_path = folder / f"{stem}.png"
                 png_path.write_bytes(data)
                 written.append(png_path)
-    return written, png_problem or None
+    return written, png_problem
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bnviz", description="bnviz command-line tools.")
     sub = p.add_subparsers(dest="command", required=True)
+    parts = (__doc__ or "").replace("::", ":").split("\n\n")
     e = sub.add_parser("export", help="write every figure of a page (or of all pages) as PNG and CSV",
-                       description=__doc__.split("\n\n")[1], epilog=__doc__.split("\n\n")[-1],
+                       description="\n\n".join(parts[1:-1]), epilog=parts[-1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-    e.add_argument("--page", help="one page's name (default: all pages)")
+    e.add_argument("--page", help=f"one page: {', '.join(registry())} (default: all of them)")
     e.add_argument("--config", help="a link to the app (its query string holds the settings) or a JSON file "
                                     "of Config fields, applied on top of each page's defaults")
     e.add_argument("--no-png", action="store_true", help="write only the CSV files (no Chromium needed)")
@@ -230,6 +232,10 @@ def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stderr) -> int:
         for view in chosen:
             configs[view.slug], page_notes = page_config(view, settings)
             notes += [n for n in page_notes if n not in notes]
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the output folder {args.out}: {exc.strerror or exc}") from None
     except UsageError as exc:
         print(f"error: {exc}", file=stream)
         return EXIT_USAGE
@@ -245,6 +251,9 @@ def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stderr) -> int:
     except (ConfigError, DataNotFoundError, DataFormatError) as exc:
         progress.message(f"error: {exc}")
         return EXIT_USAGE
+    except OSError as exc:   # disk full, permissions changed under us: what was written stays
+        progress.message(f"error: cannot write {exc.filename or args.out}: {exc.strerror or exc}")
+        return EXIT_PARTIAL
     progress.close()
     pngs = sum(p.suffix == ".png" for p in written)
     print(f"wrote {len(written)} files ({pngs} PNG, {len(written) - pngs} CSV) to {args.out} "

@@ -61,3 +61,19 @@ def test_quick_run_writes_every_key(tmp_path):
     assert result["machine"]["torch_threads"] == 1
     assert len(result["machine"]["loadavg_start"]) == 3 and len(result["machine"]["loadavg_end"]) == 3
     assert result["detail"]["redraw_ms"]["control_kinds"], "no display control found on the histograms page"
+
+
+def test_table_and_readme_markdown_have_a_row_per_key():
+    from benchmarks import Result, interleaved, machine, ratios
+    from benchmarks.__main__ import markdown, table
+
+    t = interleaved({"a": lambda: sum(range(1000)), "b": lambda: sum(range(10))}, rounds=3)
+    assert all(len(v) == 3 for v in t.cpu.values()) and all(len(v) == 3 for v in t.wall.values())
+    results = [Result("some_ratio", ratios([2.0, 3.0], [1.0, 1.0]), "x", "a ratio", target=2.0),
+               Result("some_ms", [120.0, 80.0, 100.0], "ms", "a latency")]
+    assert results[0].value == 2.5 and results[0].met is False and results[1].met is None
+    info = {"started": "2026-01-01T00:00:00", "machine": {**machine(), "loadavg_start": [0.5, 0, 0],
+                                                           "loadavg_end": [0.7, 0, 0]}}
+    md, text = markdown(results, info), table(results)
+    assert "| `some_ratio` | 2.500 x |" in md and "MISSED" in md and "| `some_ms` | 100 ms |" in md
+    assert "some_ratio" in text and "some_ms" in text

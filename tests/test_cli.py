@@ -106,6 +106,12 @@ def test_bad_configuration_is_a_clear_error(tmp_path, monkeypatch, content, mess
     assert not (tmp_path / "out").exists()
 
 
+def test_output_folder_that_cannot_be_created(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    status, err = run_main("--out", str(tmp_path / "taken" / "figs"), "--page", "figure1")
+    assert status == 2 and "cannot create the output folder" in err
+
+
 def test_missing_file_that_is_not_a_link(tmp_path):
     status, err = run_main("--out", str(tmp_path), "--config", str(tmp_path / "nope.json"))
     assert status == 2 and "no such file, and not a link" in err

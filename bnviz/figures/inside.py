@@ -152,4 +152,7 @@ def eigh_gradient(gaps: np.ndarray, errors: Mapping[str, np.ndarray]) -> go.Figu
     if not positive.all():
         at_zero = ", ".join(f"{name} {_percent(err[~positive][0])}" for name, err in errors.items())
         title += f"<br><sub>equal eigenvalues (gap 0): relative error {at_zero}</sub>"
-    return styled(fig, title, height=400)
+    styled(fig, title, height=400)
+    # Top left is empty (small errors at wide gaps): the legend there leaves the subtitle readable.
+    fig.update_layout(legend=dict(orientation="v", x=0.01, y=0.98, xanchor="left", yanchor="top"))
+    return fig
