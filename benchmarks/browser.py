@@ -145,15 +145,15 @@ def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result
             context.close()
         if not (keep_server and i == repeats - 1):
             server.stop()
-    return Result(
+    result = Result(
         "first_chart_s", chart, "s",
         "launch of `streamlit run app.py` to the first Plotly chart drawn in headless Chromium (home page, "
         f"default settings{', steps=100' if quick else ''}; a new server per repeat)", target=6.0,
         detail={"server_cpu_s_at": {k: spread(v) for k, v in cpu.items()},
                 "server_healthy_s": spread(health), "title_visible_s": spread(title),
                 "trained_and_final_chart_s": spread(trained),
-                "fresh_import": None if quick else _import_time()}), \
-        (server if keep_server else None)
+                "fresh_import": None if quick else _import_time()})
+    return result, (server if keep_server else None)
 
 
 # Timestamps every message the server sends, to split a redraw into the server's rerun and the

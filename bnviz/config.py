@@ -65,7 +65,7 @@ class Config:
     dropout_position: str = "after_activation"
     init_scale: float = 1.0
     record_every: int = 20
-    eval_every: int = 100
+    eval_every: int = 200
     n_samples: int = 2000
     standardize: bool = True
     shift: str = "none"

@@ -28,8 +28,6 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits, make_circles, make_moons
-from sklearn.model_selection import train_test_split
 
 from bnviz.config import DATASETS, SHIFTS, Config
 
@@ -119,6 +117,8 @@ def load(config: Config) -> Dataset:
         x_test = x_test.astype(np.float64) / 255.0
         side, n_classes = MNIST_SIDE, 10
     elif config.dataset in ("digits", "digits-image"):
+        from sklearn.datasets import load_digits  # imported here: sklearn adds ~2 s to app start-up
+
         digits = load_digits()
         x = digits.data / 16.0  # pixels are counts 0..16; [0, 1] like every other image set
         side, n_classes = 8, 10
@@ -153,6 +153,8 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 def _split(x: np.ndarray, y: np.ndarray, seed: int) -> list[np.ndarray]:
     # Stratified so that the test accuracy of a small set is not skewed by a class the split
     # happened to starve.
+    from sklearn.model_selection import train_test_split
+
     return train_test_split(x, y, test_size=TEST_FRACTION, random_state=seed, stratify=y)
 
 
@@ -177,8 +179,12 @@ def _standardize(x_train: np.ndarray, x_test: np.ndarray, *, per_feature: bool) 
 
 def _synthetic(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if name == "moons":
+        from sklearn.datasets import make_moons
+
         return make_moons(n, noise=0.15, random_state=seed)
     if name == "circles":
+        from sklearn.datasets import make_circles
+
         return make_circles(n, noise=0.08, factor=0.5, random_state=seed)
     if name == "spirals":
         return spirals(n, seed=seed)

@@ -147,7 +147,7 @@ class EvalPoint:
     """Accuracy and population statistics after ``step`` updates."""
 
     step: int
-    train_loss: float              # eval mode, on (up to 2,048 of) the training set
+    train_loss: float              # eval mode, on (up to 1,024 of) the training set
     train_acc: float
     test_loss: float               # eval mode: BN uses its running statistics
     test_acc: float

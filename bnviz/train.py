@@ -25,7 +25,7 @@ from .record import EvalPoint, History, Snapshot, TapStats, bin_edges, new_histo
 # False stops the run early (the history then says where).
 ProgressFn = Callable[[int, int, History], "bool | None"]
 
-EVAL_SUBSET = 2048  # training samples used for train accuracy and population statistics
+EVAL_SUBSET = 1024  # training samples used for train accuracy and population statistics
 
 
 @dataclass

@@ -74,7 +74,7 @@ with ui.guard():
         st.header("(b) In a training network")
         st.markdown(
             "The same network trains once per momentum (same seed, data and batches). At every evaluation the "
-            "**population statistics** of each BN layer's input are recomputed over (up to 2,048 samples of) the "
+            "**population statistics** of each BN layer's input are recomputed over (up to 1,024 samples of) the "
             "training set with the current weights: the values the running averages try to estimate.")
         config = page.config(running.DEFAULT, main=("momentum", "depth", "width", "activation", "placement"),
                              view=VIEW_DEFAULTS)

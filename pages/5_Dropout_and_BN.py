@@ -4,6 +4,7 @@ import streamlit as st
 from bnviz import ui
 from bnviz.figures import dropout as figs
 from bnviz.figures import training_curves
+from bnviz.train import EVAL_SUBSET
 from bnviz.views import dropout as view
 
 st.set_page_config(page_title="bnviz: dropout and BN", page_icon="📊", layout="wide")
@@ -81,7 +82,7 @@ with ui.guard():
                        caption="One point per unit of the first BN layer that dropout feeds: its measured "
                                "train/eval variance ratio against the closed form with that unit's own c and v. "
                                "The spread around the diagonal is Monte-Carlo noise of the dropout masks "
-                               f"(about sqrt(2/N) relative for N = {min(len(done[unit_label].dataset.x_train), 2048)} "
+                               f"(about sqrt(2/N) relative for N = {min(len(done[unit_label].dataset.x_train), EVAL_SUBSET)} "
                                "samples).")
 
     st.header("2. Against the keep probability")
@@ -102,7 +103,7 @@ with ui.guard():
         page.chart(figs.accuracy_fix({k: v[1] for k, v in results.items()}), "recomputed statistics",
                    caption="Eval mode on the held-out test set. Blue: BN's running statistics as trained (averaged "
                            "with dropout on). Red: every BN layer's statistics replaced by the mean and unbiased "
-                           "variance of its input over (up to 2,048) training samples with dropout off and each BN "
+                           "variance of its input over (up to 1,024) training samples with dropout off and each BN "
                            "normalizing with those statistics (train.population_statistics). Accuracy: share "
                            "classified correctly; loss: mean cross-entropy, which shows changes in confidence that "
                            "accuracy hides.")
