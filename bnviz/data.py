@@ -423,7 +423,8 @@ def _read_npz(path: Path) -> MnistArrays:
     return MnistArrays(x_train, y_train, x_test, y_test)
 
 
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile)
+# MemoryError: a tiny file can declare an impossible array shape in its header.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, MemoryError, zlib.error, zipfile.BadZipFile)
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -214,9 +214,12 @@ def train(config: Config, progress: ProgressFn | None = None, *, dataset: Datase
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history.losses.add(step, (loss_value, accuracy(logits, yb)))
+        # Only steps the thinned series still wants: adding every step would halve its
+        # resolution again at every step once it is full.
+        if history.losses.due(step) or step == config.steps - 1:
+            history.losses.add(step, (loss_value, accuracy(logits, yb)))
         done = step + 1
-        if record and (done % config.eval_every == 0 or done == config.steps):
+        if record and (history.evals.due(done) or done == config.steps):
             history.evals.add(done, evaluate(model, data, config, done))
             if progress is not None and progress(done, config.steps, history) is False:
                 if done < config.steps:

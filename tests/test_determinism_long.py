@@ -170,11 +170,6 @@ def test_a_50k_step_run_finishes_with_its_history_within_the_caps(long_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bug in bnviz/train.py (reported): losses (every step) and evaluations "
-                                       "(every eval_every) are added to their Thinned series without checking "
-                                       "due(), so each thinning doubles the stride while steps keep arriving "
-                                       "densely: after 50,000 steps the loss curve has ~4 points for the first "
-                                       "49,000 steps and ~425 for the last 425")
 def test_a_50k_step_run_keeps_loss_and_accuracy_curves_over_the_whole_run(long_run):
     h = long_run[0].history
     for series, cap in ((h.losses, LOSS_CAP), (h.evals, EVAL_CAP)):
