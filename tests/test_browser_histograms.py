@@ -26,6 +26,11 @@ def test_histograms_page_trains_scrubs_and_explains_a_missing_tap(page, app_url)
     page.get_by_text("normalization output", exact=True).click()
     page.get_by_text("without BN has no normalization output").wait_for()
     slider = page.get_by_role("slider", name="Step")
+    # While Streamlit reruns, the previous run's slider can linger (faded) beside the new one.
+    for _ in range(600):
+        if slider.count() == 1:
+            break
+        page.wait_for_timeout(100)
     slider.focus()
     slider.press("Home")
     wait_for_titles(page, "Normalization output per layer at step 0")

@@ -25,5 +25,4 @@ def test_shared_url_restores_settings_and_reports_clamped_values(page, app_url):
     page.goto(app_url + "/?activation=tanh&steps=300&lr=99")
     wait_for_charts(page, 1)
     page.get_by_text("Some settings in the link were adjusted").wait_for()
-    assert "tanh" in page.locator("body").inner_text()
     assert "activation=tanh" in page.url and "steps=300" in page.url
