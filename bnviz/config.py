@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 DATASETS = ("digits", "digits-image", "moons", "circles", "spirals", "blobs", "mnist", "fashion-mnist")
 ARCHS = ("mlp", "cnn")
@@ -205,3 +205,42 @@ def check(config: Config) -> None:
     found = problems(config)
     if found:
         raise ConfigError(" ".join(found))
+
+
+def parse_number(item: str, name: str = "") -> float:
+    """A finite number from one item of a comma-separated URL value, or ValueError saying why."""
+    label = f"{name} {item[:20]!r}" if name else repr(item[:20])
+    try:
+        value = float(item)
+    except ValueError:
+        raise ValueError(f"{label} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{label} is not a finite number")
+    return value
+
+
+def parse_list(text: str, parse: Callable[[str], Any], *, limit: int | None = None,
+               what: str = "values") -> tuple[list[Any], list[str]]:
+    """The items of a comma-separated URL value through ``parse``; never raises.
+
+    ``parse`` returns an item's value or raises ValueError whose message says what is wrong with
+    it; such items are dropped with that note. Duplicates are dropped, and past ``limit`` items
+    (each usually costs a training run) the rest are dropped with a note.
+    """
+    values: list[Any] = []
+    notes: list[str] = []
+    for item in str(text)[:200].split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = parse(item)
+        except ValueError as exc:
+            notes.append(f"{exc}; ignored")
+            continue
+        if value not in values:
+            values.append(value)
+    if limit is not None and len(values) > limit:
+        notes.append(f"at most {limit} {what}; kept the first {limit}")
+        values = values[:limit]
+    return values, notes

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import theory
-from .config import Config, ConfigError, check
+from .config import Config, ConfigError, check, parse_list, parse_number
 from .models import Net
 from .train import Run, batchnorm_train_mode, preserved_norm_state
 
@@ -328,23 +328,13 @@ def parse_batch_sizes(text: str, allowed: Sequence[int] = (1, 2, 4, 8, 16, 32, 6
 
     Never raises. Sizes must be whole numbers among ``allowed`` (a bound on the work a link can ask for).
     """
-    sizes: list[int] = []
-    notes: list[str] = []
-    for item in str(text)[:200].replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = float(item)
-        except ValueError:
-            notes.append(f"{item[:20]!r} is not a number; ignored")
-            continue
-        if not math.isfinite(value) or value != int(value):
-            notes.append(f"{item[:20]} is not a whole number; ignored")
-            continue
+    def size(item: str) -> int:
+        value = parse_number(item)
+        if value != int(value):
+            raise ValueError(f"{item[:20]} is not a whole number")
         if int(value) not in allowed:
-            notes.append(f"{int(value)} is not one of {', '.join(map(str, allowed))}; ignored")
-            continue
-        if int(value) not in sizes:
-            sizes.append(int(value))
+            raise ValueError(f"{int(value)} is not one of {', '.join(map(str, allowed))}")
+        return int(value)
+
+    sizes, notes = parse_list(str(text).replace(";", ","), size)
     return sorted(sizes), notes

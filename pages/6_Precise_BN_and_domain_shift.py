@@ -2,6 +2,7 @@
 import streamlit as st
 
 from bnviz import ui
+from bnviz.config import parse_list
 from bnviz.figures import shift as figs
 from bnviz.figures import training_curves
 from bnviz.views import shift as view
@@ -101,16 +102,16 @@ with ui.guard():
             "(small momentum: it also still remembers its start at mean 0, variance 1) or of a few recent batches "
             "only (large momentum: noisy).")
         c1, c2 = st.columns(2)
-        momenta, m_notes = view.parse_list(
+        momenta, m_notes = parse_list(
             control(c1.text_input, "momenta", "Momenta to train (comma-separated, PyTorch convention)",
                     help="running = (1 − m) · running + m · batch statistic; 'none' = cumulative average. One "
                          f"training run each, at most {view.MAX_MOMENTA}; the BN momentum setting above is always "
                          "included."),
-            view.parse_momentum, "momentum", view.MAX_MOMENTA)
-        ns, n_notes = view.parse_list(
+            view.parse_momentum, limit=view.MAX_MOMENTA, what="momentum values")
+        ns, n_notes = parse_list(
             control(c2.text_input, "ns", "N: numbers of batches for precise BN (comma-separated)",
                     help=f"Each of {', '.join(map(str, view.N_OPTIONS))}."),
-            view.parse_n, "N", len(view.N_OPTIONS))
+            view.parse_n, limit=len(view.N_OPTIONS), what="N values")
         with c1:
             notes_warning("Momenta", m_notes)
         with c2:

@@ -3,13 +3,12 @@ three orderings of dropout and BN, and the fix of recomputing BN statistics with
 (Li, Chen, Hu & Yang, CVPR 2019)."""
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
 from .. import variance_shift as vs
-from ..config import DROPOUT_POSITIONS, Config
+from ..config import DROPOUT_POSITIONS, Config, parse_list, parse_number
 from ..figures import dropout as figs
 from ..train import EVAL_SUBSET, Run, train
 from . import View
@@ -81,27 +80,15 @@ def first_shifted(layers: Sequence[vs.LayerShift]) -> vs.LayerShift:
 
 def parse_keeps(text: str) -> tuple[list[float], list[str]]:
     """Keep probabilities from a comma-separated URL value; bad items dropped with a note. Never raises."""
-    keeps: list[float] = []
-    notes: list[str] = []
     lo, hi = KEEP_RANGE
-    for item in str(text)[:200].split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = float(item)
-        except ValueError:
-            notes.append(f"{item[:20]!r} is not a number; ignored")
-            continue
-        if not math.isfinite(value) or not lo <= value <= hi:
-            notes.append(f"{item[:20]} is outside [{lo:g}, {hi:g}] (a keep probability); ignored")
-            continue
-        value = round(value, 2)
-        if value not in keeps:
-            keeps.append(value)
-    if len(keeps) > MAX_KEEPS:
-        notes.append(f"at most {MAX_KEEPS} keep probabilities (one training run each); kept the first {MAX_KEEPS}")
-        keeps = keeps[:MAX_KEEPS]
+
+    def keep(item: str) -> float:
+        value = parse_number(item)
+        if not lo <= value <= hi:
+            raise ValueError(f"{item[:20]} is outside [{lo:g}, {hi:g}] (a keep probability)")
+        return round(value, 2)
+
+    keeps, notes = parse_list(text, keep, limit=MAX_KEEPS, what="keep probabilities (one training run each)")
     return sorted(keeps), notes
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import streams, theory
-from ..config import Config
+from ..config import Config, parse_list, parse_number
 from ..figures import running as figs
 from ..train import Run
 from . import View
@@ -70,30 +70,19 @@ def format_momenta(momenta: Sequence[float | None]) -> str:
 
 def parse_momenta(text: str) -> tuple[list[float | None], list[str]]:
     """Momenta from a comma-separated URL value; bad items are dropped with a note. Never raises."""
-    out: list[float | None] = []
-    notes: list[str] = []
-    for item in str(text)[:200].split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if item.lower() in ("none", "cumulative", "null"):
-            value: float | None = None
-        else:
-            try:
-                value = float(item)
-            except ValueError:
-                notes.append(f"momentum {item[:20]!r} is not a number; ignored")
-                continue
-            if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-                notes.append(f"momentum {item[:20]} is outside [0, 1] (PyTorch convention); ignored")
-                continue
-            if value == 0.0:
-                notes.append("momentum 0 never updates the running statistics: they would stay at their "
-                             "initial values (mean 0, variance 1) for ever; ignored")
-                continue
-        if value not in out:
-            out.append(value)
-    return out, notes
+    return parse_list(text, _momentum)
+
+
+def _momentum(item: str) -> float | None:
+    if item.lower() in ("none", "cumulative", "null"):
+        return None
+    value = parse_number(item, "momentum")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"momentum {item[:20]} is outside [0, 1] (PyTorch convention)")
+    if value == 0.0:
+        raise ValueError("momentum 0 never updates the running statistics: they would stay at their "
+                         "initial values (mean 0, variance 1) for ever")
+    return value
 
 
 def sort_momenta(momenta: Sequence[float | None]) -> list[float | None]:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import torch
 
 from .. import adapt
-from ..config import SHIFTS, Config
+from ..config import SHIFTS, Config, parse_number
 from ..data import shift_features
 from ..figures import shift as figs
 from ..train import EVAL_SUBSET, Run, train
@@ -107,39 +107,19 @@ def shift_results(run: Run, settings: TransferSettings) -> tuple[adapt.ShiftCurv
     return curve, adapt.first_layer_stats(run.model, x_target[:EVAL_SUBSET]), result
 
 
-def parse_list(text: str, parse, name: str, limit: int) -> tuple[list, list[str]]:
-    """Items of a comma-separated URL value through ``parse`` (value or raises ValueError with the reason)."""
-    out, notes = [], []
-    for item in str(text)[:200].split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = parse(item)
-        except ValueError as exc:
-            notes.append(f"{name} {item[:20]!r}: {exc}; ignored")
-            continue
-        if value not in out:
-            out.append(value)
-    if len(out) > limit:
-        notes.append(f"at most {limit} {name} values; kept the first {limit}")
-        out = out[:limit]
-    return out, notes
-
-
 def parse_momentum(item: str) -> float | None:
     if item.lower() in ("none", "cumulative"):
         return None
-    value = float(item)
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError("a momentum must be in (0, 1] (PyTorch convention: the weight of the new batch)")
+    value = parse_number(item, "momentum")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"momentum {item[:20]!r} is not in (0, 1] (PyTorch convention: the weight of the new batch)")
     return value
 
 
 def parse_n(item: str) -> int:
-    value = float(item)
+    value = parse_number(item, "N")
     if value not in N_OPTIONS:
-        raise ValueError(f"N must be one of {', '.join(map(str, N_OPTIONS))}")
+        raise ValueError(f"N {item[:20]!r} is not one of {', '.join(map(str, N_OPTIONS))}")
     return int(value)
 
 
