@@ -12,8 +12,9 @@ from . import View
 
 
 def runs(config: Config) -> dict[str, Config]:
-    with_label = f"with {config.norm}" if config.has_norm else "no normalization"
-    return {with_label: config, "without normalization": config.without_norm()}
+    if not config.has_norm:  # the comparison run would be the same network twice
+        return {"without normalization": config}
+    return {f"with {config.norm}": config, "without normalization": config.without_norm()}
 
 
 def make_figures(config: Config, trained: Mapping[str, Run]) -> dict[str, go.Figure]:
