@@ -23,7 +23,7 @@ from bnviz.config import Config
 from bnviz.data import Dataset, batches, load
 from bnviz.models import TAPS, build
 from bnviz.record import bin_edges, new_history
-from bnviz.train import evaluate, record_snapshot, train
+from bnviz.train import evaluate, make_optimizer, record_snapshot, train
 from bnviz.views import home
 
 from . import Result, interleaved, ratios, spread
@@ -69,7 +69,7 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
     plain training step, on the default model: where the overhead comes from."""
     model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, torch.Generator().manual_seed(0))
     history = new_history(config, model.layer_names, {t: bin_edges(t, config) for t in TAPS})
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(config, model)
     xb, yb = data.x_train[:config.batch_size], data.y_train[:config.batch_size]
     model.train()
     model.start_taps()
@@ -91,7 +91,7 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
 def instrumentation_overhead(quick: bool) -> Result:
     config = Config(steps=60) if quick else Config()
     data = load(config)
-    rounds = 2 if quick else 7
+    rounds = 2 if quick else 15
     train(config.replace(steps=20), dataset=data)               # warm-up: first-call costs
     train(config.replace(steps=20), dataset=data, record=False)
     t = interleaved({"recorded": lambda: train(config, dataset=data),

@@ -23,6 +23,7 @@ import torch
 
 from .data import batches, shift_features
 from .models import Net, accuracy, loss_fn
+from .optim import Sgd
 from .train import batchnorm_train_mode, population_statistics
 
 
@@ -129,7 +130,7 @@ def finetune(model: Net, x: torch.Tensor, y: torch.Tensor, *, bn: BnMode, steps:
         d.generator = gen
     bn_params = {id(p) for _, m in net.batchnorms() for p in m.parameters()}
     params = [p for p in net.parameters() if bn == "trainable" or id(p) not in bn_params]
-    optimizer = torch.optim.SGD(params, lr=lr)
+    optimizer = Sgd(params, lr=lr)  # torch.optim.SGD's update, without its torch._dynamo import
     done = 0
     while done < steps:
         for xb, yb in batches(x, y, batch_size, gen):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import math
 import os
 import zipfile
@@ -117,12 +118,10 @@ def load(config: Config) -> Dataset:
         x_test = x_test.astype(np.float64) / 255.0
         side, n_classes = MNIST_SIDE, 10
     elif config.dataset in ("digits", "digits-image"):
-        from sklearn.datasets import load_digits  # imported here: sklearn adds ~2 s to app start-up
-
-        digits = load_digits()
-        x = digits.data / 16.0  # pixels are counts 0..16; [0, 1] like every other image set
+        pixels, target = load_digits()
+        x = pixels / 16.0  # pixels are counts 0..16; [0, 1] like every other image set
         side, n_classes = 8, 10
-        x_train, x_test, y_train, y_test = _split(x, digits.target, config.seed)
+        x_train, x_test, y_train, y_test = _split(x, target, config.seed)
     else:
         x, y = _synthetic(config.dataset, config.n_samples, config.seed)
         n_classes = int(y.max()) + 1
@@ -150,12 +149,76 @@ def _labels(y: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
 
 
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits: pixels (1797, 64) as float64 counts 0..16 and int labels,
+    the arrays ``sklearn.datasets.load_digits()`` returns as ``data`` and ``target``.
+
+    Read from the CSV file scikit-learn ships, without importing scikit-learn: that import
+    (scipy included) costs ~2 s, which every new server paid before its first chart.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    folders = spec.submodule_search_locations if spec is not None else None
+    path = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
+    if path is None or not path.is_file():  # another layout: let scikit-learn find its file
+        from sklearn.datasets import load_digits as sklearn_load_digits
+
+        digits = sklearn_load_digits()
+        return digits.data, digits.target
+    data = np.loadtxt(path, delimiter=",")  # what sklearn.datasets.load_digits reads, the same way
+    return data[:, :-1], data[:, -1].astype(int)
+
+
 def _split(x: np.ndarray, y: np.ndarray, seed: int) -> list[np.ndarray]:
     # Stratified so that the test accuracy of a small set is not skewed by a class the split
     # happened to starve.
-    from sklearn.model_selection import train_test_split
+    train, test = stratified_split(y, TEST_FRACTION, seed)
+    return [x[train], x[test], y[train], y[test]]
 
-    return train_test_split(x, y, test_size=TEST_FRACTION, random_state=seed, stratify=y)
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of ``sklearn.model_selection.train_test_split(..., test_size=
+    test_fraction, random_state=seed, stratify=y)``, the same indices in the same order.
+
+    Written out (from scikit-learn's StratifiedShuffleSplit and _approximate_mode, BSD-3) so that
+    the default data needs no scikit-learn import at start-up; ``tests/test_data.py`` checks it
+    against scikit-learn itself for many seeds and label sets.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    n_test = math.ceil(test_fraction * n)
+    n_train = n - n_test
+    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    if class_counts.min() < 2 or n_train < len(classes) or n_test < len(classes):
+        raise ValueError(f"cannot stratify {n} samples of {len(classes)} classes into {n_train} + {n_test}")
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(seed)  # scikit-learn's check_random_state(int): the legacy generator
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        members = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(members[: n_i[i]])
+        test.extend(members[n_i[i]: n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``n_draws`` to take from each class: proportional, floored, the remainder
+    given to the largest fractional parts (ties broken by ``rng``), as scikit-learn does."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 def _standardize(x_train: np.ndarray, x_test: np.ndarray, *, per_feature: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ percentiles, zeros) follows from the sorted array by ``searchsorted`` and indexi
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -63,42 +64,88 @@ class TapStats:
     n: int                      # number of values summarised
 
 
-def _sorted_percentiles(s: np.ndarray) -> np.ndarray:
-    """numpy's default ("linear") percentiles of an already sorted array."""
-    if s.size == 0:
-        return np.full(len(PERCENTILES), np.nan, dtype=np.float32)
-    pos = np.asarray(PERCENTILES, dtype=np.float64) / 100.0 * (s.size - 1)
+@functools.lru_cache(maxsize=256)
+def _percentile_positions(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where numpy's "linear" percentiles of ``n`` sorted values fall: lower and upper index and
+    the weight of the upper one."""
+    pos = np.asarray(PERCENTILES, dtype=np.float64) / 100.0 * (n - 1)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, s.size - 1)
-    frac = pos - lo
-    a, b = s[lo].astype(np.float64), s[hi].astype(np.float64)
-    return (a + (b - a) * frac).astype(np.float32)
+    return lo, np.minimum(lo + 1, n - 1), pos - lo
+
+
+def _sorted_percentiles(s: np.ndarray, start: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """numpy's default ("linear") percentiles of each row of the row-sorted ``s`` (k, m), over the
+    ``n[i]`` values from column ``start[i]`` on (a sorted row's finite block): (k, P) float32."""
+    out = np.full((len(s), len(PERCENTILES)), np.nan, dtype=np.float32)
+    for first, size in set(zip(start.tolist(), n.tolist())):  # one pair unless values are not finite
+        if size == 0:
+            continue
+        rows = np.flatnonzero((start == first) & (n == size))[:, None]
+        lo, hi, frac = _percentile_positions(size)
+        a = s[rows, first + lo].astype(np.float64)
+        b = s[rows, first + hi].astype(np.float64)
+        out[rows[:, 0]] = (a + (b - a) * frac).astype(np.float32)
+    return out
+
+
+def _finite_block(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each sorted row's finite values start and how many there are (numpy sorts -inf
+    first, +inf and NaN last; so a row whose ends are finite is finite throughout)."""
+    k, m = s.shape
+    if m == 0 or (np.isfinite(s[:, 0]).all() and np.isfinite(s[:, -1]).all()):
+        return np.zeros(k, dtype=np.int64), np.full(k, m, dtype=np.int64)
+    return np.count_nonzero(s == -np.inf, axis=1), np.count_nonzero(np.isfinite(s), axis=1)
 
 
 def tap_stats(x: torch.Tensor, edges: np.ndarray) -> TapStats:
     """Summarise a tapped tensor of shape (N, C, ...) on the fixed ``edges``."""
-    values = x.detach().reshape(-1).numpy()
-    finite = np.isfinite(values)
-    nonfinite = int(values.size - np.count_nonzero(finite))
-    if nonfinite:
-        values = values[finite]
-    s = np.sort(values)
-    n = s.size
-    left = np.searchsorted(s, edges, side="left")
-    last = np.searchsorted(s, edges[-1], side="right")
-    counts = np.diff(np.append(left[:-1], last)).astype(np.int32)
-    if n:
-        total = s.sum(dtype=np.float64)
-        mean = total / n
-        var = max(float(np.dot(s, s)) / n - mean * mean, 0.0)
-        zeros = np.searchsorted(s, 0.0, side="right") - np.searchsorted(s, 0.0, side="left")
-    else:
-        mean, var, zeros = math.nan, math.nan, 0
-    unit = x.detach()[:, 0].reshape(-1).numpy() if x.dim() > 1 else x.detach().numpy()
-    unit = np.sort(unit[np.isfinite(unit)])
-    return TapStats(counts=counts, below=int(left[0]), above=int(n - last), nonfinite=nonfinite,
-                    percentiles=_sorted_percentiles(s), unit_percentiles=_sorted_percentiles(unit),
-                    mean=float(mean), std=math.sqrt(var), zero_frac=float(zeros) / n if n else math.nan, n=n)
+    return tap_stats_many([x], edges)[0]
+
+
+def tap_stats_many(tensors: Sequence[torch.Tensor], edges: np.ndarray) -> list[TapStats]:
+    """:func:`tap_stats` of several tensors of one shape on the same ``edges``, computed together.
+
+    One numpy call per statistic for all of them rather than one per tensor: a snapshot
+    summarises ~6 tensors of 6,400 values, and numpy's per-call overhead, not the arithmetic,
+    was most of its cost (0.24 ms a tensor, of which the sort is ~0.03 ms).
+    """
+    if not tensors:
+        return []
+    k = len(tensors)
+    x = torch.stack([t.detach() for t in tensors])
+    values = x.reshape(k, -1).numpy()
+    s = np.sort(values, axis=1)
+    start, n = _finite_block(s)
+    nonfinite = values.shape[1] - n
+    # Bin i holds [e_i, e_i+1), the last bin is closed: counts from where the edges fall in the
+    # sorted values (-inf sorts first, so it is taken off "below"; NaN and +inf sort last). The
+    # exact zeros (dead ReLUs) are found the same way.
+    lefts = np.concatenate([edges, [0.0]]).astype(s.dtype)
+    rights = np.array([edges[-1], 0.0], dtype=s.dtype)
+    left = np.stack([np.searchsorted(row, lefts, side="left") for row in s]) - start[:, None]
+    right = np.stack([np.searchsorted(row, rights, side="right") for row in s]) - start[:, None]
+    last, zeros = right[:, 0], right[:, 1] - left[:, -1]
+    counts = np.diff(np.concatenate([left[:, :-2], last[:, None]], axis=1), axis=1).astype(np.int32)
+    finite = s.astype(np.float64) if (n == s.shape[1]).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)
+    total = finite.sum(axis=1)
+    squares = np.einsum("ij,ij->i", finite, finite)
+    percentiles = _sorted_percentiles(s, start, n)
+    # Unit (channel) 0 alone, across the batch and any spatial positions.
+    unit = np.sort((x[:, :, 0] if x.dim() > 2 else x).reshape(k, -1).numpy(), axis=1)
+    unit_percentiles = _sorted_percentiles(unit, *_finite_block(unit))
+    out = []
+    for i in range(k):
+        m = int(n[i])
+        if m:
+            mean = float(total[i]) / m
+            std = math.sqrt(max(float(squares[i]) / m - mean * mean, 0.0))
+        else:
+            mean = std = math.nan
+        out.append(TapStats(counts=counts[i], below=int(left[i, 0]), above=int(m - last[i]),
+                            nonfinite=int(nonfinite[i]), percentiles=percentiles[i],
+                            unit_percentiles=unit_percentiles[i], mean=mean, std=std,
+                            zero_frac=float(zeros[i]) / m if m else math.nan, n=m))
+    return out
 
 
 @dataclass(frozen=True)

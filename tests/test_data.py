@@ -84,6 +84,53 @@ def test_split_is_stratified():
         assert abs(test[label] - 0.2 * count) <= 1
 
 
+def test_digits_loader_returns_what_sklearn_load_digits_returns():
+    pixels, target = data.load_digits()
+    digits = load_digits()
+    np.testing.assert_array_equal(pixels, digits.data)
+    np.testing.assert_array_equal(target, digits.target)
+    assert pixels.dtype == digits.data.dtype
+
+
+def test_loading_digits_does_not_import_sklearn():
+    # The start-up path (first chart) must not pay for scikit-learn's import.
+    import subprocess
+    import sys
+    code = ("import sys; from bnviz import data; from bnviz.config import Config; "
+            "data.load(Config()); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+LABEL_SETS = {
+    "digits": lambda: load_digits().target,
+    "balanced 2": lambda: np.repeat([0, 1], 50),
+    "unbalanced": lambda: np.array([0] * 37 + [1] * 11 + [2] * 5 + [3] * 2),
+    "ties": lambda: np.repeat(np.arange(3), 7),
+    "string labels": lambda: np.array(list("abcab" * 9)),
+    "odd sizes": lambda: np.random.default_rng(1).integers(0, 4, 203),
+}
+
+
+@pytest.mark.parametrize("labels", sorted(LABEL_SETS))
+@pytest.mark.parametrize("seed", [0, 1, 7, 42, 9999])
+def test_stratified_split_equals_sklearn_train_test_split(labels, seed):
+    from sklearn.model_selection import train_test_split
+    y = LABEL_SETS[labels]()
+    idx = np.arange(len(y))
+    want_train, want_test = train_test_split(idx, test_size=data.TEST_FRACTION, random_state=seed, stratify=y)
+    got_train, got_test = data.stratified_split(y, data.TEST_FRACTION, seed)
+    np.testing.assert_array_equal(got_train, want_train)
+    np.testing.assert_array_equal(got_test, want_test)
+
+
+def test_stratified_split_refuses_a_class_of_one():
+    with pytest.raises(ValueError):
+        data.stratified_split(np.array([0, 0, 0, 1, 1, 1, 2]), 0.2, 0)
+
+
 def test_unstandardized_digits_are_pixels_in_unit_range():
     d = data.load(Config(dataset="digits", standardize=False))
     x = torch.cat([d.x_train, d.x_test]).numpy()

@@ -5,7 +5,7 @@ import torch
 
 from bnviz.config import Config
 from bnviz.models import build
-from bnviz.record import PERCENTILES, Thinned, bin_edges, tap_stats
+from bnviz.record import PERCENTILES, Thinned, bin_edges, tap_stats, tap_stats_many
 from bnviz.train import record_snapshot
 from bnviz.record import new_history
 from bnviz.models import TAPS
@@ -50,6 +50,44 @@ def test_nonfinite_values_are_counted_not_summarised():
     x = torch.tensor([[1.0, float("nan")], [float("inf"), 2.0]])
     st = tap_stats(x, np.linspace(-8, 8, 161, dtype=np.float32))
     assert st.nonfinite == 2 and st.n == 2 and st.mean == pytest.approx(1.5)
+
+
+def test_infinities_of_both_signs_and_nan_are_left_out_of_every_statistic():
+    x = torch.tensor([[0.5, -np.inf, np.nan], [-0.25, np.inf, 0.0], [9.0, -np.inf, -9.0]], dtype=torch.float32)
+    st = tap_stats(x, np.linspace(-8, 8, 161, dtype=np.float32))
+    finite = x[torch.isfinite(x)]
+    assert st.nonfinite == 4 and st.n == 5
+    assert st.below == 1 and st.above == 1 and st.counts.sum() == 3   # -9 and 9 lie outside [-8, 8]
+    np.testing.assert_allclose(st.percentiles, np.percentile(finite.numpy(), PERCENTILES), rtol=1e-6)
+    np.testing.assert_allclose(st.unit_percentiles, np.percentile([0.5, -0.25, 9.0], PERCENTILES), rtol=1e-6)
+    assert st.mean == pytest.approx(finite.double().mean().item())
+    assert st.zero_frac == pytest.approx(1 / 5)
+
+
+def test_all_nonfinite_tensor_gives_empty_statistics():
+    st = tap_stats(torch.full((4, 3), float("nan")), np.linspace(-1, 1, 5, dtype=np.float32))
+    assert st.n == 0 and st.nonfinite == 12 and st.counts.sum() == 0 and st.below == st.above == 0
+    assert np.isnan(st.percentiles).all() and np.isnan(st.mean) and np.isnan(st.zero_frac)
+
+
+@pytest.mark.parametrize("shape", [(64, 100), (16, 8, 3, 3), (9, 2)])
+def test_summarising_together_equals_one_at_a_time(shape):
+    g = torch.Generator().manual_seed(2)
+    tensors = [torch.randn(shape, generator=g) * s for s in (0.5, 1.0, 4.0)]
+    tensors.append(torch.relu(tensors[0]))
+    bad = tensors[1].clone().reshape(-1)
+    bad[::7] = float("nan")
+    bad[1::11] = -float("inf")
+    tensors.append(bad.reshape(shape))
+    edges = np.linspace(-2, 2, 41, dtype=np.float32)
+    together = tap_stats_many(tensors, edges)
+    for x, got in zip(tensors, together):
+        want = _check_against_numpy(x, edges) if torch.isfinite(x).all() else tap_stats(x, edges)
+        np.testing.assert_array_equal(got.counts, want.counts)
+        np.testing.assert_array_equal(got.percentiles, want.percentiles)
+        np.testing.assert_array_equal(got.unit_percentiles, want.unit_percentiles)
+        assert (got.below, got.above, got.nonfinite, got.n) == (want.below, want.above, want.nonfinite, want.n)
+        assert got.mean == want.mean and got.std == want.std and got.zero_frac == want.zero_frac
 
 
 def test_thinned_series_is_bounded_evenly_spaced_and_keeps_the_newest():

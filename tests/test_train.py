@@ -52,8 +52,15 @@ def test_progress_callback_sees_each_evaluation_and_can_stop(tiny_config):
         return done < 40
 
     run = train(tiny_config, progress)
-    assert seen == [(20, 60, 2), (40, 60, 3)]
+    assert seen == [(0, 60, 1), (20, 60, 2), (40, 60, 3)]
     assert run.history.stopped_at == 40 and not run.history.finished
+
+
+def test_progress_can_stop_before_the_first_update(tiny_config):
+    run = train(tiny_config, lambda done, total, history: False)
+    assert run.history.stopped_at == 0 and not run.history.finished
+    assert len(run.history.losses) == 0 and len(run.history.snapshots) == 0
+    assert list(run.history.evals.steps) == [0]
 
 
 def test_divergence_is_reported_not_raised():
