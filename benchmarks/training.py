@@ -91,7 +91,7 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
 def instrumentation_overhead(quick: bool) -> Result:
     config = Config(steps=60) if quick else Config()
     data = load(config)
-    rounds = 2 if quick else 15
+    rounds = 2 if quick else 25
     train(config.replace(steps=20), dataset=data)               # warm-up: first-call costs
     train(config.replace(steps=20), dataset=data, record=False)
     t = interleaved({"recorded": lambda: train(config, dataset=data),

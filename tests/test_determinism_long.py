@@ -51,7 +51,7 @@ def history_digest(h: History) -> str:
     for arr in h.loss_curve():
         add(arr)
     for step, e in zip(h.evals.steps, h.evals.items):
-        add([step, e.step, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.test_acc_batch_stats,
+        add([step, e.step, e.test_loss, e.test_acc, e.test_acc_batch_stats,
              e.test_acc_population])
         for i in sorted(e.population):
             add(e.population[i][0])

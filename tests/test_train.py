@@ -93,6 +93,27 @@ def test_population_statistics_of_first_layer_match_numpy(tiny_config):
     np.testing.assert_allclose(stats[0][1].numpy(), z.var(0, ddof=1), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["batchnorm", "reference"])
+def test_population_statistics_of_the_second_layer_follow_the_first_normalized_by_its_own(norm):
+    run = train(Config(steps=60, width=16, depth=2, norm=norm, momentum=0.3))
+    model, x = run.model, run.dataset.x_train[:300]
+    momenta = [m.momentum for _, m in model.batchnorms()]
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = population_statistics(model, x)
+    f64 = lambda t: t.detach().numpy().astype(np.float64)  # noqa: E731
+    b1, b2 = model.blocks[0], model.blocks[1]
+    z1 = x.numpy().astype(np.float64) @ f64(b1.weight.weight).T
+    # BN in training mode normalizes by the batch's biased variance; the stored one is unbiased
+    y1 = f64(b1.norm.weight) * (z1 - z1.mean(0)) / np.sqrt(z1.var(0) + b1.norm.eps) + f64(b1.norm.bias)
+    z2 = np.maximum(y1, 0) @ f64(b2.weight.weight).T
+    np.testing.assert_allclose(stats[1][0].numpy(), z2.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats[1][1].numpy(), z2.var(0, ddof=1), rtol=1e-4, atol=1e-5)
+    assert [m.momentum for _, m in model.batchnorms()] == momenta
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, buffers[k]), k
+    assert not model.training
+
+
 def test_eval_accuracy_with_population_stats_is_close_to_running_stats_after_training():
     run = train(Config(steps=600))
     last = run.history.evals[-1]
