@@ -3,22 +3,38 @@ from pathlib import Path
 
 import streamlit as st
 
-from bnviz import figures, ui
-from bnviz.views import home
+# numpy and plotly only, so far: the title, the formula and its picture reach the browser first,
+# and the browser loads plotly.js and draws the picture while the server imports torch (~2 s).
+from bnviz.export import modebar_config, safe_filename
+from bnviz.figures import intro
 
 st.set_page_config(page_title="bnviz: BatchNorm, visualized", page_icon="📊", layout="wide")
 
-page = ui.Page("home", "bnviz: what BatchNorm does inside a network",
-               "Small PyTorch networks train live on your machine; every chart is drawn from the numbers recorded "
-               "while they train.")
+st.title("bnviz: what BatchNorm does inside a network")
+st.caption("Small PyTorch networks train live on your machine; every chart is drawn from the numbers recorded "
+           "while they train.")
+st.markdown(
+    "**Batch normalization** (Ioffe & Szegedy, 2015) standardizes every feature of a layer with the mean and "
+    "variance of the current mini-batch, then lets the network rescale and shift it with two learned "
+    "parameters, gamma and beta. In training it uses the batch's statistics; at test time it uses running "
+    "averages of them collected during training: the source of most of BN's surprises.")
+st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i,\quad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2,\quad "
+         r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i=\gamma\,\hat x_i+\beta")
+intro_fig = intro.standardization_figure()
+intro_box = st.container()
+intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME), key=f"home.chart.{safe_filename(intro.NAME)}",
+                       theme=None)
+
+from bnviz import figures, ui  # noqa: E402 - torch comes with these; see above
+from bnviz.views import home  # noqa: E402
+
+page = ui.Page("home", None)
 with ui.guard():
-    st.markdown(
-        "**Batch normalization** (Ioffe & Szegedy, 2015) standardizes every feature of a layer with the mean and "
-        "variance of the current mini-batch, then lets the network rescale and shift it with two learned "
-        "parameters, gamma and beta. In training it uses the batch's statistics; at test time it uses running "
-        "averages of them collected during training: the source of most of BN's surprises.")
-    st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i,\quad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2,\quad "
-             r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i=\gamma\,\hat x_i+\beta")
+    with intro_box:
+        page.chart(intro_fig, intro.NAME, drawn=True,
+                   caption="The formula above applied to one feature over a batch of 256 values (a skewed sample). "
+                           "BN moves the batch to mean 0 and standard deviation 1, then gamma and beta set them; "
+                           "the shape of the distribution, its skewness included, does not change.")
 
     config = page.config(home.VIEW.default, main=("activation", "norm", "placement"))
     runs = page.train(home.runs(config), live=figures.training_curves)

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{group}] ...", file=sys.stderr, flush=True)
         try:
             results += importlib.import_module(f"{__package__}.{group}").run(args.quick)
-        except Exception:  # noqa: BLE001 - one broken group must not lose the others' numbers
+        except Exception as exc:  # noqa: BLE001 - one broken group must not lose the others' numbers
+            results += getattr(exc, "results", [])  # what the group measured before its failing part
             errors[group] = traceback.format_exc()
             print(errors[group], file=sys.stderr)
         print(f"[{group}] {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)

@@ -15,12 +15,17 @@ What lives here and why:
   visible note), written back on every run, so the address bar is always a shareable link;
 - training: cached by the full Config in a bounded, process-wide store (sessions share results
   of identical configs and nothing else), with live progress, live charts and a Stop button;
+- parts: a display-only control reruns only the parts of the page drawn with its value (Streamlit
+  fragments, :meth:`Page.part`), not the page script: no rebuilding of the other figures, and only
+  the changed ones are sent to the browser;
 - charts: the modebar camera names its PNG after the chart, a server-rendered "Download PNG",
   and one "Download all (ZIP)" per page;
 - errors: nothing the user does shows a traceback; the explanation says what to change.
 """
 from __future__ import annotations
 
+import gc
+import inspect
 import json
 import logging
 import math
@@ -35,6 +40,8 @@ from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import export
 from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
@@ -48,6 +55,13 @@ log = logging.getLogger("bnviz")
 # Sessions train in threads of one server process; one intra-op thread each keeps a session from
 # taking both cores from the others (and small networks gain nothing from more threads).
 torch.set_num_threads(1)
+# Streamlit runs gc.collect(2) after every script run, fragment reruns included (its hidden option
+# runner.postScriptGC): with torch, plotly and streamlit loaded that walks some 220,000 objects,
+# ~130 ms of CPU each time, and a display change waits for one before its parts rerun (the page
+# run that its callback preempts is collected first). What exists now (modules, their classes and
+# functions) lives as long as the process: gc.freeze() takes it out of the collector's sight, and
+# a collection costs a few ms. Anything created later is collected as before.
+gc.freeze()
 
 SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
 PARTIALS_KEPT = 8  # partial histories of interrupted runs kept per page and session
@@ -159,12 +173,17 @@ def _widget_value(name: str, value: Any) -> Any:
 class Page:
     """One view: its controls, URL, training, charts and exports."""
 
-    def __init__(self, slug: str, title: str, caption: str):
+    def __init__(self, slug: str, title: str | None, caption: str | None = None):
+        """``title`` None: the page has drawn its own title (the home page does, before torch)."""
         self.slug = slug
         self.figures: dict[str, go.Figure] = {}
         self.url_notes: list[str] = []
-        st.title(title)
-        st.caption(caption)
+        self.parts: dict[str, tuple[str, ...]] = {}   # fragment key -> the view settings it is drawn with
+        self._drawing: str | None = None               # the part being drawn now, if any
+        if title is not None:
+            st.title(title)
+        if caption is not None:
+            st.caption(caption)
 
     # ----- controls and URL -------------------------------------------------------------------
     def _key(self, name: str) -> str:
@@ -237,11 +256,18 @@ class Page:
         if dict(st.query_params) != query:
             st.query_params.from_dict(query)
 
-    def view_value(self, name: str, default: Any) -> str:
-        """Session-state key for a display-only widget whose value the URL carries."""
+    def view_value(self, name: str, default: Any, options: Sequence[Any] | None = None) -> str:
+        """Session-state key for a display-only widget whose value the URL carries.
+
+        Gives the setting its default; with ``options``, also snaps a value the control cannot show
+        (from a link, or an option that is gone) to the nearest one. A part (:meth:`part`) that
+        draws the setting's control itself needs this before it is drawn: it reads its settings first.
+        """
         key = f"{self.slug}.view.{name}"
         if key not in st.session_state:
             st.session_state[key] = default
+        if options is not None and st.session_state[key] not in options:
+            st.session_state[key] = _nearest(list(options), st.session_state[key])
         return key
 
     def view_settings(self, defaults: Mapping[str, Any],
@@ -266,8 +292,17 @@ class Page:
 
     def view_control(self, widget: Callable[..., Any], name: str, label: str, options: Sequence[Any] | None = None,
                      **kwargs: Any) -> Any:
-        """A display-only control (layer, step, tap, log axis): redraws without retraining; kept in the URL."""
+        """A display-only control (layer, step, tap, log axis): redraws without retraining; kept in the URL.
+
+        If parts of the page (:meth:`part`) are drawn with this setting, changing it reruns only
+        those parts; otherwise the page script reruns (from the cache: no training either way).
+        """
         key = f"{self.slug}.view.{name}"
+        if "on_change" not in kwargs:
+            kwargs.update(on_change=self._redraw_parts, args=(name,))
+        homes = st.session_state.setdefault(f"{self.slug}.__control_parts", {})
+        if homes.get(name) != self._drawing:
+            homes[name] = self._drawing
         if options is not None:
             if key in st.session_state and st.session_state[key] not in options:
                 st.session_state[key] = _nearest(list(options), st.session_state[key])
@@ -276,6 +311,91 @@ class Page:
             value = widget(label, key=key, **kwargs)
         self._write_url()
         return value
+
+    def view(self, name: str) -> Any:
+        """The current value of a display setting (what its control shows now)."""
+        return st.session_state[f"{self.slug}.view.{name}"]
+
+    # ----- parts: what a display-only change redraws -------------------------------------------------
+    def part(self, draw: Callable[..., None]) -> Callable[..., None]:
+        """Decorator: draw ``draw`` here, now, as a part of the page a display change can redraw alone.
+
+        The parameters of ``draw`` name the display settings it depends on (``def heatmap(layer, tap,
+        log_color)``); it is called with their current values. When one of them changes, only the
+        parts that take it rerun (a keyed ``st.fragment`` each): the page script, the other parts
+        and their figures stay as they are, in the server and in the browser. Everything else
+        ``draw`` uses (runs, config) is what this run of the page computed: a part reruns with it
+        until the page script runs again.
+
+        A control only one part depends on belongs inside that part (give its setting a value with
+        :meth:`view_value`, options included, before the part): changing it reruns that part, as
+        any widget in a fragment does. A control several parts depend on goes before them; its
+        on_change reruns them (``st.rerun([...])``, which first stops the run Streamlit started).
+
+        So a part must draw everything that depends on its settings (a note, a caption, a figure),
+        and nothing outside a part may depend on a setting a part takes (a control's options, say):
+        that would go stale. A part owns its layout (its elements go where it is called); errors
+        inside it are shown inside it, as :func:`guard` shows them, and the rest of the page stays.
+        """
+        uses = tuple(inspect.signature(draw).parameters)
+        missing = [n for n in uses if f"{self.slug}.view.{n}" not in st.session_state]
+        if missing:
+            raise ValueError(f"part {draw.__name__!r} takes {', '.join(missing)}: not display settings of this page "
+                             "(create their controls, or give them a value with view_value, before the part)")
+        key = f"{self.slug}.part.{draw.__name__}"
+        self.parts[key] = uses
+        st.session_state[f"{self.slug}.__parts"] = dict(self.parts)
+        self._remember_settings()
+
+        @st.fragment(key=key)
+        def rerun_part() -> None:
+            outer, self._drawing = self._drawing, key
+            try:
+                with guard():
+                    draw(**{n: self.view(n) for n in uses})
+                    self._write_url()
+            finally:
+                self._drawing = outer
+
+        rerun_part()
+        return draw
+
+    def _redraw_parts(self, name: str) -> None:
+        """on_change of a display control: have the parts drawn with ``name`` rerun, and only them.
+
+        Returning normally keeps the run Streamlit started for the interaction: the part the
+        control is in (the browser names the fragment of the widget it changed), or else the page
+        script. So it returns when that run is already the one part that takes ``name``, and when
+        the page script must run: no part takes ``name``, or a setting other than a display one
+        changed in the same interaction (a test can change several at once; a browser changes one).
+        Otherwise ``st.rerun(parts)`` replaces the run started (which costs that run's start and
+        a garbage collection): for a control several parts depend on, and in AppTest, which runs
+        the page script for every interaction.
+        """
+        targets = [key for key, uses in st.session_state.get(f"{self.slug}.__parts", {}).items() if name in uses]
+        home = st.session_state.get(f"{self.slug}.__control_parts", {}).get(name)
+        drawn_with = st.session_state.get(f"{self.slug}.__drawn_with")
+        now = self._settings()
+        # Compared on the settings the page was drawn with: a key that appeared since (a button's
+        # state, which the browser reports once it has the button) is no change of settings.
+        if not targets or drawn_with is None or any(now.get(k, _GONE) != v for k, v in drawn_with.items()):
+            return
+        running = getattr(get_script_run_ctx(), "fragment_ids_this_run", None)  # None: the page script
+        if targets == [home] and running:
+            return
+        try:
+            st.rerun(targets)
+        except StreamlitAPIException:  # a key this session's last run did not draw: rerun the page
+            log.info("part(s) %s not found; rerunning the page", targets)
+
+    def _settings(self) -> dict[str, Any]:
+        """Every setting in the session except the display ones and bnviz's own bookkeeping."""
+        view = f"{self.slug}.view."
+        return {k: v for k, v in st.session_state.items()
+                if isinstance(k, str) and not k.startswith(view) and ".__" not in k and _plain(v)}
+
+    def _remember_settings(self) -> None:
+        st.session_state[f"{self.slug}.__drawn_with"] = self._settings()
 
     # ----- training ----------------------------------------------------------------------------
     def train(self, configs: Mapping[str, Config], *,
@@ -340,7 +460,8 @@ class Page:
                 def progress(done: int, total: int, history: History, label=label, offset=done_before) -> None:
                     bar.progress(min((offset + done) / total_steps, 1.0),
                                  text=f"{label}: step {done} of {total}")
-                    partials[configs[label]] = history
+                    if len(history.snapshots):  # a run stopped before its first step has nothing to show
+                        partials[configs[label]] = history
                     now = time.monotonic()
                     if chart_slot is not None and now - last_draw[0] > 0.7:
                         last_draw[0] = now
@@ -364,12 +485,17 @@ class Page:
                 chart_slot.empty()
 
     # ----- charts and exports ----------------------------------------------------------------------
-    def chart(self, fig: go.Figure, name: str, *, caption: str | None = None) -> None:
-        """Show a figure with its export buttons and remember it for "Download all (ZIP)"."""
+    def chart(self, fig: go.Figure, name: str, *, caption: str | None = None, drawn: bool = False) -> None:
+        """Show a figure with its export buttons and remember it for "Download all (ZIP)".
+
+        ``drawn``: the page already showed ``fig`` (the home page draws its first chart before this
+        module, and torch with it, is imported); add only its caption, export buttons and ZIP entry.
+        """
         key = export.safe_filename(name)
         self.figures[name] = fig
-        # theme=None: the page shows the figure's own style, the same one the exported PNG has
-        st.plotly_chart(fig, config=export.modebar_config(name), key=f"{self.slug}.chart.{key}", theme=None)
+        if not drawn:
+            # theme=None: the page shows the figure's own style, the same one the exported PNG has
+            st.plotly_chart(fig, config=export.modebar_config(name), key=f"{self.slug}.chart.{key}", theme=None)
         if caption:
             st.caption(caption)
         if export.chromium_path() is None:
@@ -379,13 +505,29 @@ class Page:
                                mime="image/png", key=f"{self.slug}.png.{key}", on_click="ignore")
 
     def download_all(self) -> None:
+        """The "Download all (ZIP)" button: the figures shown when it is clicked.
+
+        The ZIP is made on click from ``self.figures``, which the page's parts update when a display
+        change redraws them (the button itself is not redrawn then).
+        """
+        self._remember_settings()
         if not self.figures:
             return
-        figures = dict(self.figures)
+        figures = self.figures
         st.divider()
         st.download_button("Download all (ZIP): every chart as PNG and its data as CSV",
-                           data=lambda: export.figures_zip(figures), file_name=f"bnviz-{self.slug}.zip",
+                           data=lambda: export.figures_zip(dict(figures)), file_name=f"bnviz-{self.slug}.zip",
                            mime="application/zip", key=f"{self.slug}.zip", on_click="ignore")
+
+
+_GONE = object()
+
+
+def _plain(value: Any) -> bool:
+    """A value a settings snapshot keeps: what widgets hold (numbers, text, lists of them)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
 
 
 def _png_or_help(fig: go.Figure) -> bytes:

@@ -39,60 +39,65 @@ with ui.guard():
                     "uses running averages of them instead.")
         st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i \qquad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2 \qquad "
                  r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}} \qquad y_i=\gamma\,\hat x_i+\beta")
-        c1, c2, c3 = st.columns(3)
-        seed = page.view_control(c1.number_input, "batch_seed", "Batch values: seed", min_value=inside.SEED_RANGE[0],
-                          max_value=inside.SEED_RANGE[1], step=1,
-                          help="Seeds the 4 x 3 batch (and the 2-D points of part 3): feature j has mean about 2j - 2 "
-                               "and spread about j + 1, rounded to one decimal.")
-        gamma = page.view_control(c2.select_slider, "gamma", "gamma (scale, all features)", inside.OPTIONS["gamma"],
-                          help="BN's learned scale, initialized to 1. With gamma = sqrt(var + eps) and beta = mu, BN "
-                               "could undo the normalization exactly.")
-        beta = page.view_control(c3.select_slider, "beta", "beta (shift, all features)", inside.OPTIONS["beta"],
-                          help="BN's learned shift, initialized to 0.")
-        settings = replace(settings, batch_seed=int(seed), gamma=gamma, beta=beta)
-        steps = inside.tiny_batch(settings)
-        m, d = steps.x.shape
-        samples = [f"sample {i + 1}" for i in range(m)]
-        feats = [f"feature {j + 1}" for j in range(d)]
-        top, bottom = st.columns(2), st.columns(2)
-        top[0].markdown("**x** (the batch)")
-        top[0].table(table(steps.x, samples, feats).style.format("{:g}"))
-        top[1].markdown("**batch statistics** (per feature)")
-        top[1].table(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
-                           ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
-        bottom[0].markdown("**x_hat** (normalized)")
-        bottom[0].table(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
-        bottom[1].markdown(f"**y** = {steps.gamma[0]:g} x_hat + ({steps.beta[0]:g})")
-        bottom[1].table(table(steps.y, samples, feats).style.format("{:.4f}"))
-        x1 = steps.x[:, 0]
-        st.markdown("Feature 1, worked out:")
-        st.latex(
-            rf"\mu_B=\tfrac14\big({' + '.join(f'({v:g})' for v in x1)}\big)={steps.mean[0]:.4f},\qquad "
-            rf"\sigma_B^2=\tfrac14\sum_i (x_i-\mu_B)^2={steps.var[0]:.4f}")
-        st.latex(
-            rf"\hat x_1=\frac{{{x1[0]:g}-({steps.mean[0]:.4f})}}{{\sqrt{{{steps.var[0]:.4f}+10^{{-5}}}}}}"
-            rf"={steps.x_hat[0, 0]:.4f},\qquad y_1={steps.gamma[0]:g}\cdot({steps.x_hat[0, 0]:.4f})+({steps.beta[0]:g})"
-            rf"={steps.y[0, 0]:.4f}")
-        st.caption(f"Check: each column of x_hat has mean {np.abs(steps.x_hat.mean(axis=0)).max():.1e} (0 up to "
-                   f"rounding) and variance {steps.x_hat.var(axis=0).min():.5f} to {steps.x_hat.var(axis=0).max():.5f} "
-                   "(1 minus the effect of eps). Variances divide by m, not m - 1: BN normalizes with the biased "
-                   "batch variance.")
-        page.chart(inside.batch_figure(settings), "Algorithm 1 step by step",
-                   caption="The same numbers as colours (red positive, blue negative; one colour scale per panel). "
-                           "Computed in float64 numpy from the formulas above.")
 
-        st.subheader("Two implementations, same numbers")
-        cmp = bn_steps.compare_implementations(steps)
-        c1, c2, c3 = st.columns([2, 2, 1])
-        c1.markdown("`bnviz.norms.BatchNorm` (reference, elementary tensor ops)")
-        c1.table(table(cmp.reference, samples, feats).style.format("{:.6f}"))
-        c2.markdown("`torch.nn.BatchNorm1d` (PyTorch's fused kernel)")
-        c2.table(table(cmp.torch, samples, feats).style.format("{:.6f}"))
-        c3.metric("largest |difference|", f"{cmp.max_abs_diff:.2e}",
-                  help="max over the 12 outputs of |reference - torch|, both in float32, training mode, same gamma, "
-                       "beta and eps. float32 carries about 7 significant digits, so ~1e-7 is rounding.")
-        c3.metric("largest |float32 - float64|", f"{np.max(np.abs(cmp.torch - steps.y)):.2e}",
-                  help="max |torch's float32 output - the float64 values of the tables above|.")
+        # The rest of part 1 depends on its three controls: a part of the page (ui.Page.part), redrawn
+        # alone when one of them changes. The seed draws part 3's points too.
+        @page.part
+        def algorithm(batch_seed, gamma, beta):
+            c1, c2, c3 = st.columns(3)
+            page.view_control(c1.number_input, "batch_seed", "Batch values: seed", min_value=inside.SEED_RANGE[0],
+                              max_value=inside.SEED_RANGE[1], step=1,
+                              help="Seeds the 4 x 3 batch (and the 2-D points of part 3): feature j has mean about "
+                                   "2j - 2 and spread about j + 1, rounded to one decimal.")
+            page.view_control(c2.select_slider, "gamma", "gamma (scale, all features)", inside.OPTIONS["gamma"],
+                              help="BN's learned scale, initialized to 1. With gamma = sqrt(var + eps) and beta = mu, "
+                                   "BN could undo the normalization exactly.")
+            page.view_control(c3.select_slider, "beta", "beta (shift, all features)", inside.OPTIONS["beta"],
+                              help="BN's learned shift, initialized to 0.")
+            shown = replace(settings, batch_seed=int(batch_seed), gamma=gamma, beta=beta)
+            steps = inside.tiny_batch(shown)
+            m, d = steps.x.shape
+            samples = [f"sample {i + 1}" for i in range(m)]
+            feats = [f"feature {j + 1}" for j in range(d)]
+            top, bottom = st.columns(2), st.columns(2)
+            top[0].markdown("**x** (the batch)")
+            top[0].table(table(steps.x, samples, feats).style.format("{:g}"))
+            top[1].markdown("**batch statistics** (per feature)")
+            top[1].table(table(np.vstack([steps.mean, steps.var, np.sqrt(steps.var + steps.eps)]),
+                               ["mu_B", "sigma²_B", "sqrt(sigma²_B + eps)"], feats).style.format("{:.4f}"))
+            bottom[0].markdown("**x_hat** (normalized)")
+            bottom[0].table(table(steps.x_hat, samples, feats).style.format("{:.4f}"))
+            bottom[1].markdown(f"**y** = {steps.gamma[0]:g} x_hat + ({steps.beta[0]:g})")
+            bottom[1].table(table(steps.y, samples, feats).style.format("{:.4f}"))
+            x1 = steps.x[:, 0]
+            st.markdown("Feature 1, worked out:")
+            st.latex(
+                rf"\mu_B=\tfrac14\big({' + '.join(f'({v:g})' for v in x1)}\big)={steps.mean[0]:.4f},\qquad "
+                rf"\sigma_B^2=\tfrac14\sum_i (x_i-\mu_B)^2={steps.var[0]:.4f}")
+            st.latex(
+                rf"\hat x_1=\frac{{{x1[0]:g}-({steps.mean[0]:.4f})}}{{\sqrt{{{steps.var[0]:.4f}+10^{{-5}}}}}}"
+                rf"={steps.x_hat[0, 0]:.4f},\qquad y_1={steps.gamma[0]:g}\cdot({steps.x_hat[0, 0]:.4f})+({steps.beta[0]:g})"
+                rf"={steps.y[0, 0]:.4f}")
+            st.caption(f"Check: each column of x_hat has mean {np.abs(steps.x_hat.mean(axis=0)).max():.1e} (0 up to "
+                       f"rounding) and variance {steps.x_hat.var(axis=0).min():.5f} to {steps.x_hat.var(axis=0).max():.5f} "
+                       "(1 minus the effect of eps). Variances divide by m, not m - 1: BN normalizes with the biased "
+                       "batch variance.")
+            page.chart(inside.batch_figure(shown), "Algorithm 1 step by step",
+                       caption="The same numbers as colours (red positive, blue negative; one colour scale per panel). "
+                               "Computed in float64 numpy from the formulas above.")
+
+            st.subheader("Two implementations, same numbers")
+            cmp = bn_steps.compare_implementations(steps)
+            c1, c2, c3 = st.columns([2, 2, 1])
+            c1.markdown("`bnviz.norms.BatchNorm` (reference, elementary tensor ops)")
+            c1.table(table(cmp.reference, samples, feats).style.format("{:.6f}"))
+            c2.markdown("`torch.nn.BatchNorm1d` (PyTorch's fused kernel)")
+            c2.table(table(cmp.torch, samples, feats).style.format("{:.6f}"))
+            c3.metric("largest |difference|", f"{cmp.max_abs_diff:.2e}",
+                      help="max over the 12 outputs of |reference - torch|, both in float32, training mode, same gamma, "
+                           "beta and eps. float32 carries about 7 significant digits, so ~1e-7 is rounding.")
+            c3.metric("largest |float32 - float64|", f"{np.max(np.abs(cmp.torch - steps.y)):.2e}",
+                      help="max |torch's float32 output - the float64 values of the tables above|.")
 
     with part3:
         # ----- 3. Whitening -----------------------------------------------------------------------------------
@@ -104,29 +109,33 @@ with ui.guard():
             "Sigma = U Lambda U^T of the d features: PCA whitening z = Lambda^(-1/2) U^T (x - mu) rotates onto the "
             "principal axes, ZCA whitening z = U Lambda^(-1/2) U^T (x - mu) = Sigma^(-1/2) (x - mu) rotates back, "
             "staying as close to the input as possible.")
-        c1, c2 = st.columns(2)
-        correlation = page.view_control(c1.select_slider, "correlation", "Correlation of the two features",
-                                        inside.OPTIONS["correlation"],
-                          help="rho of the Gaussian the 500 points are drawn from (bnviz.data.correlated_gaussian).")
-        scale = page.view_control(c2.select_slider, "scale", "Scale of feature 2 / feature 1", inside.OPTIONS["scale"],
-                          help="Standard deviation of feature 2; feature 1 has 1.")
-        settings = replace(settings, correlation=correlation, scale=scale)
-        data = inside.whitened(settings)
-        wfigs = inside.whitening_figures(data)
-        page.chart(wfigs["whitening scatter"], "whitening scatter",
-                   caption=f"{inside.N_POINTS} points drawn with correlation {settings.correlation:g} and standard "
-                           f"deviations 1 and {settings.scale:g}. Standardized: each feature (x - mean) / "
-                           "sqrt(var + eps) "
-                           "on its own; the cloud is still a tilted ellipse. Whitened: round. PCA's axes are the "
-                           "principal components; ZCA's are the original features.")
-        corr = {k: whitening.correlation(v)[0, 1] for k, v in data.items()}
-        page.chart(wfigs["covariance matrices"], "covariance matrices",
-                   caption="Covariance matrices (divide by n). Standardization makes the diagonal 1 but keeps the "
-                           "off-diagonal correlation "
-                           f"({corr['standardized (what BN does)']:.3f} here, as in the raw data: "
-                           f"{corr['raw data']:.3f}); both whitenings give the identity (off-diagonal "
-                           f"{max(abs(corr['PCA-whitened']), abs(corr['ZCA-whitened'])):.1e}: not exactly 0 because "
-                           "eps = 1e-5 is added to the eigenvalues, as BN adds it to the variance).")
+
+        @page.part
+        def whitening_figures(batch_seed, correlation, scale):
+            c1, c2 = st.columns(2)
+            page.view_control(c1.select_slider, "correlation", "Correlation of the two features",
+                              inside.OPTIONS["correlation"],
+                              help="rho of the Gaussian the 500 points are drawn from "
+                                   "(bnviz.data.correlated_gaussian).")
+            page.view_control(c2.select_slider, "scale", "Scale of feature 2 / feature 1", inside.OPTIONS["scale"],
+                              help="Standard deviation of feature 2; feature 1 has 1.")
+            shown = replace(settings, batch_seed=int(batch_seed), correlation=correlation, scale=scale)
+            data = inside.whitened(shown)
+            wfigs = inside.whitening_figures(data)
+            page.chart(wfigs["whitening scatter"], "whitening scatter",
+                       caption=f"{inside.N_POINTS} points drawn with correlation {shown.correlation:g} and standard "
+                               f"deviations 1 and {shown.scale:g}. Standardized: each feature (x - mean) / "
+                               "sqrt(var + eps) "
+                               "on its own; the cloud is still a tilted ellipse. Whitened: round. PCA's axes are the "
+                               "principal components; ZCA's are the original features.")
+            corr = {k: whitening.correlation(v)[0, 1] for k, v in data.items()}
+            page.chart(wfigs["covariance matrices"], "covariance matrices",
+                       caption="Covariance matrices (divide by n). Standardization makes the diagonal 1 but keeps the "
+                               "off-diagonal correlation "
+                               f"({corr['standardized (what BN does)']:.3f} here, as in the raw data: "
+                               f"{corr['raw data']:.3f}); both whitenings give the identity (off-diagonal "
+                               f"{max(abs(corr['PCA-whitened']), abs(corr['ZCA-whitened'])):.1e}: not exactly 0 because "
+                               "eps = 1e-5 is added to the eigenvalues, as BN adds it to the variance).")
 
         st.subheader("Why BN does not whiten")
         st.markdown(
@@ -175,26 +184,28 @@ with ui.guard():
                 st.info("Training was stopped before the end, so there is no trained network to look inside. "
                         "Press Train again to finish it.")
             else:
-                channel = page.view_control(st.radio, "channel", "Channel to show", inside.OPTIONS["channel"],
-                                            format_func=lambda c: f"{c + 1}", horizontal=True,
-                                            help="Which of conv 1's 8 channels the feature maps show.")
-                settings = replace(settings, channel=channel)
-                figs = inside.conv_figures(channels, run.dataset.y_test.numpy(), settings)
-                n_img = channels.conv.shape[0]
-                page.chart(figs["input digit images"], "input digit images",
-                           caption=f"The batch is the first {n_img} test images (the training batch size). Pixels are "
-                                   "standardized with the training set's mean and standard deviation.")
-                page.chart(figs["conv feature maps"], "conv feature maps",
-                           caption=f"Top: channel {channel + 1} of conv 1's output (BatchNorm2d's input) for the first "
-                                   "images; bottom: the same maps after BatchNorm2d in training mode, (x - mean) / "
-                                   "sqrt(var + eps) * gamma + beta with this channel's batch mean and variance. The "
-                                   "pattern is unchanged: one affine map per channel, the same for every pixel.")
-                page.chart(figs["per-channel statistics"], "per-channel statistics",
-                           caption=f"Blue: this batch's statistics of each channel, reduced over the {n_img} images "
-                                   "and "
-                                   f"{channels.conv.shape[2]}x{channels.conv.shape[3]} pixels (axes 0, 2, 3; variance "
-                                   "divides by m). Red: the running estimates BatchNorm2d accumulated in training "
-                                   "(momentum 0.1; the variance unbiased, divided by m - 1), which eval mode uses. The "
-                                   "outlined channel is the one shown above.")
+                # The rest of part 2 depends on the channel only.
+                @page.part
+                def conv_figures(channel):
+                    page.view_control(st.radio, "channel", "Channel to show", inside.OPTIONS["channel"],
+                                      format_func=lambda c: f"{c + 1}", horizontal=True,
+                                      help="Which of conv 1's 8 channels the feature maps show.")
+                    figs = inside.conv_figures(channels, run.dataset.y_test.numpy(), replace(settings, channel=channel))
+                    n_img = channels.conv.shape[0]
+                    page.chart(figs["input digit images"], "input digit images",
+                               caption=f"The batch is the first {n_img} test images (the training batch size). Pixels are "
+                                       "standardized with the training set's mean and standard deviation.")
+                    page.chart(figs["conv feature maps"], "conv feature maps",
+                               caption=f"Top: channel {channel + 1} of conv 1's output (BatchNorm2d's input) for the first "
+                                       "images; bottom: the same maps after BatchNorm2d in training mode, (x - mean) / "
+                                       "sqrt(var + eps) * gamma + beta with this channel's batch mean and variance. The "
+                                       "pattern is unchanged: one affine map per channel, the same for every pixel.")
+                    page.chart(figs["per-channel statistics"], "per-channel statistics",
+                               caption=f"Blue: this batch's statistics of each channel, reduced over the {n_img} images "
+                                       "and "
+                                       f"{channels.conv.shape[2]}x{channels.conv.shape[3]} pixels (axes 0, 2, 3; variance "
+                                       "divides by m). Red: the running estimates BatchNorm2d accumulated in training "
+                                       "(momentum 0.1; the variance unbiased, divided by m - 1), which eval mode uses. The "
+                                       "outlined channel is the one shown above.")
 
     page.download_all()

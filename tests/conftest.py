@@ -13,6 +13,43 @@ torch.set_num_threads(1)
 os.environ.setdefault("BNVIZ_DATA_DIR", str(ROOT / "tests" / "artifacts" / "no-mnist-here"))
 
 
+def _keep_the_page_across_fragment_reruns() -> None:
+    """Make AppTest show what the browser shows after a fragment rerun: the whole page.
+
+    A display control reruns only the parts of a page drawn with it (``ui.Page.part``: keyed
+    ``st.fragment``s rerun by the control's callback). The browser keeps the rest of the page;
+    AppTest (Streamlit 1.67) builds its element tree from the messages of the last run only, so
+    after such a rerun it would show the rerun parts and nothing else. Here the last full page is
+    kept per session, and a fragment rerun's elements replace those of the fragments it reran.
+    """
+    from streamlit.runtime.scriptrunner import ScriptRunnerEvent
+    from streamlit.testing.v1.local_script_runner import LocalScriptRunner
+
+    if getattr(LocalScriptRunner, "_bnviz_keeps_page", False):
+        return
+    run_messages = LocalScriptRunner.forward_msgs
+
+    def forward_msgs(self):
+        msgs = run_messages(self)
+        started = [data.get("fragment_ids_this_run") for event, data in zip(self.events, self.event_data)
+                   if event == ScriptRunnerEvent.SCRIPT_STARTED]
+        rerun = started[-1] if started else None
+        page = getattr(self.session_state, "_bnviz_page_messages", None)
+        if rerun and page is not None:
+            kept = {tuple(m.metadata.delta_path): m for m in page
+                    if m.HasField("delta") and m.delta.fragment_id not in rerun}
+            kept.update((tuple(m.metadata.delta_path), m) for m in msgs if m.HasField("delta"))
+            msgs = [m for m in msgs if not m.HasField("delta")] + [kept[path] for path in sorted(kept)]
+        self.session_state._bnviz_page_messages = msgs
+        return msgs
+
+    LocalScriptRunner.forward_msgs = forward_msgs
+    LocalScriptRunner._bnviz_keeps_page = True
+
+
+_keep_the_page_across_fragment_reruns()
+
+
 @pytest.fixture
 def tiny_config():
     """A config that trains in well under a second."""

@@ -11,14 +11,15 @@ def test_home_trains_on_first_load_and_exports_png(page, app_url):
     wait_for_charts(page, 1)
     page.get_by_text("test accuracy, with batchnorm").wait_for()
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
-    button = page.get_by_role("button", name="Download PNG").first
-    with page.expect_download() as info:
-        button.click()
-    path = info.value.path()
-    data = open(path, "rb").read()
-    width, height = png_size(data)
-    assert (width, height) == (1800, 920)  # 900 x 460 at scale 2
-    assert info.value.suggested_filename.endswith(".png")
+    buttons = page.get_by_role("button", name="Download PNG")
+    assert buttons.count() == 2  # BN on one batch (drawn before torch is imported), then the training run
+    expected = [("batchnorm-on-one-feature.png", (1800, 720)),  # 900 x 360 at scale 2
+                ("training-with-and-without-bn.png", (1800, 920))]  # 900 x 460 at scale 2
+    for i, (name, size) in enumerate(expected):
+        with page.expect_download() as info:
+            buttons.nth(i).click()
+        assert info.value.suggested_filename == name
+        assert png_size(open(info.value.path(), "rb").read()) == size
 
 
 def test_shared_url_restores_settings_and_reports_clamped_values(page, app_url):

@@ -19,6 +19,18 @@ def _traces(fig, kind):
     return [t for t in fig.data if t.type == kind]
 
 
+def whole_histogram(bar, edges) -> np.ndarray:
+    """A histogram's bar heights on every bin of ``edges``: 0 where no bar is drawn (the figure
+    leaves out the empty bins at either end). Bars must sit on bin centres."""
+    x, y = np.asarray(bar.x, dtype=float), np.asarray(bar.y, dtype=float)
+    centers = (edges[:-1] + edges[1:]) / 2
+    index = np.searchsorted(centers, x - 1e-6 * (edges[1] - edges[0]))
+    np.testing.assert_allclose(centers[index], x, rtol=0, atol=1e-6)
+    full = np.zeros(len(centers))
+    full[index] = y
+    return full
+
+
 @pytest.mark.parametrize("tap", ["pre_activation", "norm_output", "post_activation"])
 def test_layer_histogram_bars_are_counts_over_n(histories, tap):
     step = 30
@@ -33,9 +45,12 @@ def test_layer_histogram_bars_are_counts_over_n(histories, tap):
         edges = h.edges[tap]
         assert bar.legendgroup == label
         assert bar.xaxis == ("x" if layer == 0 else f"x{layer + 1}")
-        np.testing.assert_allclose(bar.y, st.counts / st.n)
-        np.testing.assert_allclose(bar.x, (edges[:-1] + edges[1:]) / 2)
+        np.testing.assert_allclose(whole_histogram(bar, edges), st.counts / st.n)
+        filled = np.flatnonzero(st.counts)  # drawn: the first to the last non-empty bin
+        assert len(bar.x) == filled[-1] - filled[0] + 1
         assert bar.width == pytest.approx(edges[1] - edges[0])
+        axis = fig.layout["xaxis" if layer == 0 else f"xaxis{layer + 1}"]
+        assert list(axis.range) == pytest.approx([edges[0], edges[-1]])  # the axis shows every bin
     assert f"at step {step}" in fig.layout.title.text
 
 
@@ -62,7 +77,7 @@ def test_a_run_that_stopped_early_shows_its_last_snapshot_and_says_so():
     names = [t.name for t in fig.data]
     assert names == ["full", f"stopped (step {stopped.snapshots.steps[-1]}, its last recorded)"]
     last = stopped.snapshots[-1].taps[(0, "pre_activation")]
-    np.testing.assert_allclose(fig.data[1].y, last.counts / last.n)
+    np.testing.assert_allclose(whole_histogram(fig.data[1], stopped.edges["pre_activation"]), last.counts / last.n)
 
 
 def test_values_beyond_the_bins_are_reported_per_panel():
@@ -113,12 +128,18 @@ def test_heatmap_columns_are_the_histograms_of_each_recorded_step(histories, log
         steps, stats = h.tap_series(layer, tap)
         shares = np.array([s.counts / s.n for s in stats]).T
         np.testing.assert_array_equal(trace.x, steps)
-        np.testing.assert_allclose(np.asarray(trace.customdata, dtype=float), shares)
+        # the hover's "% of values": customdata when z is the log of the share, z itself otherwise
+        assert ("%{customdata:.2%} of values" if log_color else "%{z:.2%} of values") in trace.hovertemplate
+        hovered = np.asarray(trace.customdata if log_color else trace.z, dtype=float)
+        rtol = 1e-6  # sent as float32: ~7 significant digits, the hover shows 4
+        np.testing.assert_allclose(hovered, shares, rtol=rtol)
         expected = np.log10(np.maximum(shares, figs.HEATMAP_FLOOR)) if log_color else shares
-        np.testing.assert_allclose(np.asarray(trace.z, dtype=float), expected)
+        np.testing.assert_allclose(np.asarray(trace.z, dtype=float), expected, rtol=rtol)
         assert trace.coloraxis == "coloraxis"  # one colour scale for both runs
-        np.testing.assert_allclose(np.asarray(trace.customdata, dtype=float).sum(axis=0),
-                                   [(s.n - s.below - s.above) / s.n for s in stats])
+        np.testing.assert_allclose(hovered.sum(axis=0), [(s.n - s.below - s.above) / s.n for s in stats], rtol=rtol)
+    # one column per recorded step, equally wide (a category axis), labelled at round steps
+    assert fig.layout.xaxis.type == "category"
+    assert all(int(v) % 10 == 0 for v in fig.layout.xaxis.tickvals) and fig.layout.xaxis.tickvals[0] == 0
 
 
 def test_moment_lines_are_the_recorded_moments(histories):

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -109,3 +110,30 @@ def test_batch_steps_match_torch_and_the_reference():
         cmp = bn_steps.compare_implementations(steps)
         np.testing.assert_array_equal(cmp.torch, out)
         assert cmp.max_abs_diff == np.max(np.abs(cmp.reference - out)) < 1e-5
+
+
+
+@pytest.mark.parametrize("key, kind, value, redrawn", [
+    ("inside.view.gamma", "select_slider", 2.0, ["tiny_batch"]),
+    ("inside.view.batch_seed", "number_input", 7, ["tiny_batch", "whitened"]),
+    ("inside.view.correlation", "select_slider", -0.9, ["whitened"]),
+    ("inside.view.channel", "radio", 5, ["conv_figures"]),
+])
+def test_a_display_change_redraws_only_the_section_drawn_with_it(monkeypatch, key, kind, value, redrawn):
+    """Each section's controls and what depends on them are a part of the page (ui.Page.part): a
+    display change reruns those parts, not the page script (which would call page.config)."""
+    from bnviz import ui
+
+    at = page().run()
+    calls: list[str] = []
+    for name in ("tiny_batch", "whitened", "conv_figures"):
+        real = getattr(inside, name)
+        monkeypatch.setattr(inside, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    real_config = ui.Page.config
+    monkeypatch.setattr(ui.Page, "config", lambda self, *a, **k: calls.append("page script") or real_config(self, *a, **k))
+    n = charts(at)
+    getattr(at, kind)(key=key).set_value(value).run()
+    assert not at.exception and not at.error
+    assert list(dict.fromkeys(calls)) == redrawn  # (the batch figure computes the batch again)
+    assert charts(at) == n
+    assert at.query_params[key.rsplit(".", 1)[1]] == str(value)

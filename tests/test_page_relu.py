@@ -104,3 +104,27 @@ def test_view_is_registered_and_renders_for_export():
     assert registry()["relu"] is relu.VIEW
     figs = render(relu.VIEW, Config(steps=30, width=16, depth=2, record_every=10))
     assert list(figs) == CHARTS
+
+
+@pytest.mark.parametrize("key, kind, value, redrawn", [
+    ("relu.view.layer", "selectbox", 0, ["next_layer_input"]),
+    ("relu.view.log_y", "toggle", True, ["next_layer_input"]),
+    ("relu.view.step", "select_slider", 0,
+     ["next_layer_input", "rectified_gaussian_check", "relu_moments", "shifted_relu_theory"]),
+])
+def test_a_display_change_rebuilds_only_the_figures_drawn_with_it(monkeypatch, key, kind, value, redrawn):
+    """Each chart is a part of the page (ui.Page.part): a display change reruns the parts drawn with
+    it, not the page script (which would call page.config and rebuild every figure)."""
+    at = _app()
+    calls: list[str] = []
+    for name in ("next_layer_input", "rectified_gaussian_check", "relu_moments", "gamma_beta_over_training",
+                 "shifted_relu_theory"):
+        real = getattr(relu, name)
+        monkeypatch.setattr(relu, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    real_config = ui.Page.config
+    monkeypatch.setattr(ui.Page, "config", lambda self, *a, **k: calls.append("page script") or real_config(self, *a, **k))
+    getattr(at, kind)(key=key).set_value(value).run()
+    assert not at.exception and not at.error
+    assert calls == redrawn
+    assert len(_figures(at)) == len(CHARTS)
+    assert at.query_params[key.rsplit(".", 1)[1]] == str(value)

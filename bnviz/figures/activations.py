@@ -5,17 +5,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..models import TAP_LABELS
 from ..record import IOFFE_PERCENTILES, PERCENTILES, History, Snapshot
-from .common import color, rgba, styled
+from .common import color, rgba, styled, subplots
 
 
 def training_curves(histories: Mapping[str, History]) -> go.Figure:
     """Training loss (per step) and eval-mode test accuracy (at each evaluation), side by side."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (cross-entropy, per step)",
-                                                        "test accuracy (eval mode)"))
+    fig = subplots(rows=1, cols=2, subplot_titles=("training loss (cross-entropy, per step)",
+                                                   "test accuracy (eval mode)"))
     for i, (label, h) in enumerate(histories.items()):
         steps, loss, _ = h.loss_curve()
         fig.add_scatter(x=steps, y=loss, name=label, line=dict(color=color(i), width=1.5), row=1, col=1,
@@ -69,7 +68,7 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
     """
     first = next(iter(histories.values()))
     names = first.layer_names
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True)
+    fig = subplots(rows=1, cols=len(names), subplot_titles=list(names), shared_yaxes=True)
     outside: dict[int, list[str]] = {layer: [] for layer in range(len(names))}
     for i, (label, h) in enumerate(histories.items()):
         snap, name = snapshot_for(label, h, step)
@@ -82,7 +81,13 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
             beyond = (st.below + st.above) / max(st.n, 1)
             if beyond >= 0.001:
                 outside[layer].append(f"{label}: {beyond:.1%} outside [{edges[0]:g}, {edges[-1]:g}]")
-            fig.add_bar(x=bin_centers(edges), y=frac, width=float(edges[1] - edges[0]), name=name,
+            # Only the bins from the first to the last non-empty one: the empty bins at either end
+            # are bars of height 0, invisible, yet the browser builds and styles an element for each
+            # (often half the bins, and the slowest part of redrawing this figure). The x axis keeps
+            # the whole bin range.
+            filled = np.flatnonzero(st.counts)
+            lo, hi = (int(filled[0]), int(filled[-1]) + 1) if filled.size else (0, 0)
+            fig.add_bar(x=bin_centers(edges)[lo:hi], y=frac[lo:hi], width=float(edges[1] - edges[0]), name=name,
                         marker=dict(color=color(i), line_width=0), opacity=0.55, legendgroup=label,
                         showlegend=layer == 0,
                         hovertemplate=f"{label}<br>value %{{x:.2f}}<br>%{{y:.2%}} of values"
@@ -94,7 +99,8 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
             fig.add_annotation(row=1, col=layer + 1, xref="x domain", yref="y domain", x=0.5, y=0.98,
                                showarrow=False, font=dict(size=11), text="<br>".join(notes))
     fig.update_layout(barmode="overlay", bargap=0)
-    fig.update_xaxes(title_text="value")
+    ranges = [h.edges[tap] for h in histories.values() if tap in h.edges]
+    fig.update_xaxes(title_text="value", range=[float(ranges[0][0]), float(ranges[0][-1])] if ranges else None)
     fig.update_yaxes(title_text="fraction of values", row=1, col=1)
     if log_y:
         fig.update_yaxes(type="log")
@@ -149,6 +155,22 @@ def first_layer_name(histories: Mapping[str, History], layer: int) -> str:
     return names[layer] if layer < len(names) else f"layer {layer + 1}"
 
 
+def round_steps(steps: Sequence[int], most: int = 7) -> list[int]:
+    """The steps a step axis labels: multiples of 1, 2 or 5 x 10^k, at most ``most`` of them
+    (a category axis, where plotly would label every k-th category whatever its value)."""
+    steps = [int(s) for s in steps]
+    if not steps:
+        return []
+    span = max(steps[-1] - steps[0], 1)
+    for exp in range(0, 12):
+        for m in (1, 2, 5):
+            every = m * 10 ** exp
+            picked = [s for s in steps if s % every == 0]
+            if len(picked) <= most and span / every <= most:
+                return picked or steps[:1]
+    return steps[:1]
+
+
 # Shares below this are drawn in the lowest colour: a log colour scale needs a floor for empty bins.
 HEATMAP_FLOOR = 1e-4
 
@@ -160,8 +182,8 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
 
     The log scale (floored at :data:`HEATMAP_FLOOR`) shows the tails a linear one hides.
     """
-    fig = make_subplots(rows=1, cols=len(histories), subplot_titles=list(histories), shared_yaxes=True,
-                        horizontal_spacing=0.04)
+    fig = subplots(rows=1, cols=len(histories), subplot_titles=list(histories), shared_yaxes=True,
+                   horizontal_spacing=0.04)
     for col, (label, h) in enumerate(histories.items(), start=1):
         steps, stats = h.tap_series(layer, tap)
         if not stats:
@@ -169,11 +191,17 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
                                text=f"no {TAP_LABELS[tap]}<br>in this network")
             continue
         edges = h.edges[tap]
-        z = np.array([s.counts / max(s.n, 1) for s in stats]).T
-        fig.add_heatmap(x=steps, y=bin_centers(edges), z=np.log10(np.maximum(z, HEATMAP_FLOOR)) if log_color else z,
-                        customdata=z, coloraxis="coloraxis", name=label,
+        # float32 (7 significant digits, more than the colours and the hover's 0.01% show), row-major:
+        # plotly sends it base64-encoded, half the bytes of float64. The hover reads the share from
+        # z when z is the share, and from customdata when z is its log.
+        share = np.ascontiguousarray(np.array([s.counts / max(s.n, 1) for s in stats], dtype=np.float32).T)
+        z = np.log10(np.maximum(share, np.float32(HEATMAP_FLOOR))) if log_color else share
+        fig.add_heatmap(x=steps, y=bin_centers(edges), z=z, customdata=share if log_color else None,
+                        coloraxis="coloraxis", name=label,
                         hovertemplate=f"{label}<br>step %{{x}}<br>value %{{y:.2f}}<br>"
-                                      "%{customdata:.2%} of values<extra></extra>", row=1, col=col)
+                                      f"%{{{'customdata' if log_color else 'z'}:.2%}} of values<extra></extra>",
+                        row=1, col=col)
+        fig.update_xaxes(tickvals=round_steps(steps), row=1, col=col)
     if log_color:
         ticks = list(range(int(np.log10(HEATMAP_FLOOR)), 1))
         fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=ticks[0], cmax=0, colorbar=dict(
@@ -181,14 +209,18 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
     else:
         fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, colorbar=dict(title="share of values",
                                                                                        tickformat=".0%")))
-    fig.update_xaxes(title_text="step (weight updates)")
+    # One column per recorded step, equally wide: the steps are categories. The last recorded step
+    # (the final one) is closer to the one before than the others are to each other, and plotly draws
+    # a heatmap whose columns are not evenly spaced brick by brick (a canvas the plot's size, ~2x the
+    # browser's time) instead of as a one-pixel-per-column image.
+    fig.update_xaxes(title_text="step (weight updates)", type="category", tickangle=0)
     fig.update_yaxes(title_text="value", row=1, col=1)
     return styled(fig, f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training")
 
 
 def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Figure:
     """Mean, standard deviation and fraction of exact zeros of ``tap`` across depth at ``step``."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("mean", "standard deviation", "fraction of exact zeros"))
+    fig = subplots(rows=1, cols=3, subplot_titles=("mean", "standard deviation", "fraction of exact zeros"))
     for i, (label, h) in enumerate(histories.items()):
         snap, name = snapshot_for(label, h, step)
         layers = [layer for layer in range(len(h.layer_names)) if (layer, tap) in snap.taps]

@@ -6,11 +6,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..record import History
 from ..sweeps import NORM_LABELS, BatchDependence, Sweep
-from .common import color, styled
+from .common import color, styled, subplots
 
 NORM_COLORS = {"batchnorm": color(0), "reference": color(0), "groupnorm": color(2), "layernorm": color(3),
                "none": "#7f7f7f"}
@@ -56,8 +55,8 @@ def batch_dependence_by_size(deps: Sequence[BatchDependence]) -> go.Figure:
 def batch_of_one(eval_probs: np.ndarray, one_probs: np.ndarray, labels: Sequence[int],
                  indices: Sequence[int]) -> go.Figure:
     """Eval mode on each input alone vs what train mode would give each input as a batch of one."""
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
-                        subplot_titles=("eval mode, each input alone",
+    fig = subplots(rows=1, cols=2, shared_yaxes=True,
+                   subplot_titles=("eval mode, each input alone",
                                         "train mode, each input as a batch of one (x_hat = 0)"))
     classes = np.arange(eval_probs.shape[1])
     for k, (idx, label) in enumerate(zip(indices, labels)):

@@ -5,10 +5,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..variance_shift import LayerShift, StatisticsFix
-from .common import color, styled
+from .common import color, styled, subplots
 
 
 def ratio_by_layer(shifts: Mapping[str, Sequence[LayerShift]]) -> go.Figure:
@@ -84,8 +83,8 @@ def unit_scatter(shift: LayerShift) -> go.Figure:
 
 def accuracy_fix(fixes: Mapping[str, StatisticsFix]) -> go.Figure:
     """Eval accuracy and loss with running statistics vs statistics recomputed with dropout off."""
-    fig = make_subplots(rows=1, cols=2,
-                        subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy, eval mode)"))
+    fig = subplots(rows=1, cols=2,
+                   subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy, eval mode)"))
     labels = list(fixes)
     for j, (attr_acc, attr_loss, name) in enumerate((("acc_running", "loss_running", "running statistics (as trained)"),
                                                      ("acc_recomputed", "loss_recomputed",

@@ -4,11 +4,10 @@ from __future__ import annotations
 from typing import Mapping
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..record import IOFFE_PERCENTILES, History
 from .activations import percentile_bands
-from .common import color, styled
+from .common import color, styled, subplots
 
 TAP = "pre_activation"
 
@@ -21,7 +20,7 @@ def figure1(histories: Mapping[str, History], layer: int, *, with_bn: str = "wit
 
     Panels (b) and (c) share their y axis so the spreads compare directly.
     """
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=(
+    fig = subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=(
         "(a) test accuracy", f"(b) {without_bn}: input of one sigmoid", f"(c) {with_bn}: input of one sigmoid"))
     for i, (label, h) in enumerate(histories.items()):
         steps, acc = h.eval_curve("test_acc")

@@ -5,10 +5,9 @@ from typing import Mapping
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..bn_steps import BatchSteps, ConvChannels
-from .common import color, styled
+from .common import color, styled, subplots
 
 
 def _value_heatmap(values: np.ndarray, rows: list[str], cols: list[str], zmax: float, name: str) -> go.Heatmap:
@@ -28,7 +27,7 @@ def batch_steps(steps: BatchSteps) -> go.Figure:
         ("normalized x_hat", steps.x_hat, samples),
         ("y = gamma x_hat + beta", steps.y, samples),
     ]
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
+    fig = subplots(rows=1, cols=4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
     for i, (name, values, rows) in enumerate(panels):
         zmax = float(np.max(np.abs(values))) or 1.0
         fig.add_trace(_value_heatmap(values, rows, features, zmax, name), row=1, col=i + 1)
@@ -47,7 +46,7 @@ def _vector(v: np.ndarray) -> str:
 def digit_grid(images: np.ndarray, title: str, labels: list[str] | None = None) -> go.Figure:
     """A row of grey-scale images (N, H, W), each in its own panel."""
     n = len(images)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=labels, horizontal_spacing=0.02)
+    fig = subplots(rows=1, cols=n, subplot_titles=labels, horizontal_spacing=0.02)
     for i, img in enumerate(images):
         fig.add_trace(go.Heatmap(z=img, colorscale="Greys", reversescale=True, showscale=False,
                                  name=labels[i] if labels else f"image {i + 1}",
@@ -61,8 +60,8 @@ def feature_maps(channels: ConvChannels, channel: int, n_images: int) -> go.Figu
     """Channel ``channel`` of the conv output (top) and of BatchNorm2d's output (bottom) for the
     first ``n_images`` images; one colour scale per row."""
     conv, bn = channels.conv[:n_images, channel], channels.bn[:n_images, channel]
-    fig = make_subplots(rows=2, cols=n_images, horizontal_spacing=0.02, vertical_spacing=0.12,
-                        row_titles=["conv output", "after BN"])
+    fig = subplots(rows=2, cols=n_images, horizontal_spacing=0.02, vertical_spacing=0.12,
+                   row_titles=["conv output", "after BN"])
     for row, (maps, name) in enumerate(((conv, "conv output"), (bn, "BatchNorm2d output"))):
         lo, hi = float(maps.min()), float(maps.max())
         for i, fmap in enumerate(maps):
@@ -84,7 +83,7 @@ def channel_bars(channels: ConvChannels, highlight: int | None = None) -> go.Fig
     and BatchNorm2d's running estimates."""
     c = len(channels.batch_mean)
     names = [f"ch {i + 1}" for i in range(c)]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
+    fig = subplots(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"))
     series = (("this batch", channels.batch_mean, channels.batch_var, 0),
               ("running estimate (eval mode)", channels.running_mean, channels.running_var, 1))
     for label, mean, var, i in series:
@@ -99,7 +98,7 @@ def channel_bars(channels: ConvChannels, highlight: int | None = None) -> go.Fig
 
 def whitening_scatter(data: Mapping[str, np.ndarray]) -> go.Figure:
     """One scatter per transform of the same 2-D points, on equal axes."""
-    fig = make_subplots(rows=1, cols=len(data), subplot_titles=list(data), horizontal_spacing=0.05)
+    fig = subplots(rows=1, cols=len(data), subplot_titles=list(data), horizontal_spacing=0.05)
     for i, (name, pts) in enumerate(data.items()):
         fig.add_scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name, showlegend=False,
                         marker=dict(size=4, color=color(i), opacity=0.6),
@@ -113,7 +112,7 @@ def whitening_scatter(data: Mapping[str, np.ndarray]) -> go.Figure:
 
 def covariance_matrices(covs: Mapping[str, np.ndarray]) -> go.Figure:
     """The 2x2 covariance matrix of each version of the data, numbers written in the cells."""
-    fig = make_subplots(rows=1, cols=len(covs), subplot_titles=list(covs), horizontal_spacing=0.05)
+    fig = subplots(rows=1, cols=len(covs), subplot_titles=list(covs), horizontal_spacing=0.05)
     labels = ["feature 1", "feature 2"]
     for i, (name, cov) in enumerate(covs.items()):
         zmax = float(np.max(np.abs(cov))) or 1.0

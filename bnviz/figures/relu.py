@@ -18,13 +18,12 @@ from typing import Mapping
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .. import theory
 from ..config import Config
 from ..record import History, NormStats, TapStats
 from .activations import bin_centers, moment_lines, snapshot_for
-from .common import color, rgba, styled
+from .common import color, rgba, styled, subplots
 
 # gamma may be (near) 0; the rectified Gaussian needs sigma > 0.
 _MIN_SCALE = 1e-6
@@ -118,8 +117,8 @@ def next_layer_input(histories: Mapping[str, History], layer: int, step: int, *,
     the fraction of values that are exactly 0 (the ReLU's point mass, which a density cannot
     show), with the rectified-Gaussian prediction for the BN-then-ReLU run.
     """
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.78, 0.22], horizontal_spacing=0.08,
-                        subplot_titles=("density of the non-zero values", "exactly 0"))
+    fig = subplots(rows=1, cols=2, column_widths=[0.78, 0.22], horizontal_spacing=0.08,
+                   subplot_titles=("density of the non-zero values", "exactly 0"))
     theory_label = _bn_relu_label(histories)
     occupied: list[float] = []
     for i, (label, h) in enumerate(histories.items()):
@@ -162,7 +161,7 @@ def rectified_gaussian_check(history: History, step: int) -> go.Figure:
     snap = history.snapshot_at(step)
     edges = history.edges["post_activation"]
     grid = np.linspace(float(edges[0]), float(edges[-1]), 201)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True)
+    fig = subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True)
     for layer in range(len(names)):
         st = snap.taps.get((layer, "post_activation"))
         norm = snap.norms.get(layer)
@@ -223,7 +222,7 @@ def gamma_beta_over_training(history: History) -> go.Figure:
     """How the learned scale and shift of each BN layer move during training, and what they do to
     the ReLU after it: measured fraction of exact zeros against avg_j Phi(-beta_j / |gamma_j|), and
     the share of units whose shift beta_j is negative (their ReLU is off more than half the time)."""
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, subplot_titles=(
+    fig = subplots(rows=2, cols=2, vertical_spacing=0.16, subplot_titles=(
         "gamma (scale): mean, +-1 std across units", "beta (shift): mean, +-1 std across units",
         "exactly 0 after the ReLU: recorded, predicted (dashed)", "units with beta < 0"))
     steps = np.asarray([s for s, snap in zip(history.snapshots.steps, history.snapshots.items) if snap.norms])
@@ -262,7 +261,7 @@ def shifted_relu_theory(history: History | None = None, step: int | None = None)
     """
     mus = np.linspace(-3.0, 3.0, 121)
     moments = [theory.relu_gaussian_moments(mu, 1.0) for mu in mus]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean and std of ReLU(N(mu, 1))", "P(ReLU(N(mu, 1)) = 0) = Phi(-mu)"))
+    fig = subplots(rows=1, cols=2, subplot_titles=("mean and std of ReLU(N(mu, 1))", "P(ReLU(N(mu, 1)) = 0) = Phi(-mu)"))
     fig.add_scatter(x=mus, y=[m.mean for m in moments], name="mean", line=dict(color="black", width=2),
                     hovertemplate="mu %{x:.2f}: mean %{y:.3f}<extra></extra>", row=1, col=1)
     fig.add_scatter(x=mus, y=[m.std for m in moments], name="standard deviation",

@@ -13,11 +13,10 @@ from typing import Mapping
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..record import History
 from ..streams import Stream
-from .common import color, rgba, styled
+from .common import color, rgba, styled, subplots
 
 TRUE_COLOR = "#222222"
 STREAM_TITLES = {"mean": "Running mean", "var": "Running variance (unbiased, as torch stores it)",
@@ -93,7 +92,7 @@ class RunningVsPopulation:
 
 def population_error(comparisons: Mapping[str, RunningVsPopulation], layer_name: str) -> go.Figure:
     """How far the running statistics are from the current weights' population statistics."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+    fig = subplots(rows=1, cols=2, subplot_titles=(
         "mean: avg |running - pop.| / sqrt(pop. var + eps)",
         "variance: avg |running - pop.| / (pop. var + eps)"))
     for i, (label, cmp) in enumerate(comparisons.items()):
@@ -111,7 +110,7 @@ def population_error(comparisons: Mapping[str, RunningVsPopulation], layer_name:
 def population_scatter(comparisons: Mapping[str, RunningVsPopulation], step: int, layer_name: str) -> go.Figure:
     """Per channel: running statistic (y) against population statistic (x) at ``step``;
     on the diagonal the running statistics are exact."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean, one point per channel",
+    fig = subplots(rows=1, cols=2, subplot_titles=("mean, one point per channel",
                                                         "variance, one point per channel"))
     lo = {1: np.inf, 2: np.inf}
     hi = {1: -np.inf, 2: -np.inf}
@@ -150,7 +149,7 @@ EVAL_KINDS = (
 def eval_accuracy(histories: Mapping[str, History]) -> go.Figure:
     """Test accuracy over training, one panel per momentum, for the three ways BN can normalize."""
     labels = list(histories)
-    fig = make_subplots(rows=1, cols=max(len(labels), 1), subplot_titles=labels, shared_yaxes=True)
+    fig = subplots(rows=1, cols=max(len(labels), 1), subplot_titles=labels, shared_yaxes=True)
     for col, (label, h) in enumerate(histories.items(), start=1):
         for key, name, c, dash in EVAL_KINDS:
             steps, acc = h.eval_curve(key)

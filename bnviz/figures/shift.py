@@ -5,16 +5,15 @@ from typing import Mapping
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..adapt import FirstLayerStats, PreciseCurve, ShiftCurve, Transfer
-from .common import HEIGHT, color, styled
+from .common import HEIGHT, color, styled, subplots
 
 
 def precise_bn(curves: Mapping[str, PreciseCurve]) -> go.Figure:
     """Test accuracy and loss against the number of batches precise BN averages, with each
     momentum's moving-average result as a horizontal line."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy)"))
+    fig = subplots(rows=1, cols=2, subplot_titles=("test accuracy (eval mode)", "test loss (cross-entropy)"))
     drawn: list[np.ndarray] = []
     for i, (label, c) in enumerate(curves.items()):
         ns = list(c.n_batches)
@@ -72,7 +71,7 @@ def shift_curve(curve: ShiftCurve, amount: float | None = None) -> go.Figure:
 
 def first_layer(stats: FirstLayerStats) -> go.Figure:
     """Per channel of the first BN layer: the target's statistics against the source running ones."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean", "variance (unbiased)"))
+    fig = subplots(rows=1, cols=2, subplot_titles=("mean", "variance (unbiased)"))
     for col, src, tgt in ((1, stats.source_mean, stats.target_mean), (2, stats.source_var, stats.target_var)):
         lo, hi = float(min(src.min(), tgt.min())), float(max(src.max(), tgt.max()))
         fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#888", dash="dash"),

@@ -5,12 +5,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..landscape import LandscapeRun
 from ..loop import Curves
 from ..lr_sweep import SweepPoint, largest_stable
-from .common import color, rgba, styled
+from .common import color, rgba, styled, subplots
 
 
 def lr_sweep(points: Sequence[SweepPoint], steps: int) -> go.Figure:
@@ -20,7 +19,7 @@ def lr_sweep(points: Sequence[SweepPoint], steps: int) -> go.Figure:
     crosses: diverged (NaN/inf loss), drawn at the top of the loss panel and at 0 accuracy.
     A dashed line marks each variant's largest stable learning rate.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+    fig = subplots(rows=1, cols=2, subplot_titles=(
         "final training loss (mean of the last 10% of steps)", "test accuracy at the end (eval mode)"))
     labels = list(dict.fromkeys(p.label for p in points))
     finite = [p.final_loss for p in points if np.isfinite(p.final_loss)]
@@ -72,7 +71,7 @@ def _band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: str,
 def landscape(runs: Mapping[str, LandscapeRun]) -> go.Figure:
     """Santurkar et al.'s Figure 4 for our runs: (a) range of the loss along the gradient, (b) range
     of the gradient change, (c) effective beta-smoothness, each at the probed training steps."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+    fig = subplots(rows=1, cols=3, subplot_titles=(
         "(a) loss along the gradient", "(b) gradient predictiveness", "(c) effective β-smoothness"))
     for i, (label, run) in enumerate(runs.items()):
         c = color(i)
@@ -112,7 +111,7 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def noisy_training(curves: Mapping[str, Curves], window: int = 10) -> go.Figure:
     """Training loss (moving average of ``window`` steps) and eval-mode test accuracy per run."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+    fig = subplots(rows=1, cols=2, subplot_titles=(
         f"training loss (cross-entropy, moving average of {window} steps)", "test accuracy (eval mode)"))
     for i, (label, cur) in enumerate(curves.items()):
         c = color(i)

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from ..config import Config
 from ..figures import activations as figs
 from ..models import TAP_LABELS
-from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES
+from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES, History
 from ..train import Run
 from . import View
 
@@ -46,18 +46,42 @@ def absent_note(trained: Mapping[str, Run], tap: str) -> str | None:
             "so its panels stay empty. Pick the pre- or post-activation tap to compare both runs.")
 
 
+def _histories(trained: Mapping[str, Run]) -> dict[str, History]:
+    return {label: run.history for label, run in trained.items()}
+
+
+def default_layer(trained: Mapping[str, Run]) -> int:
+    """The last hidden layer: the one Ioffe & Szegedy's Figure 1 shows."""
+    return len(next(iter(trained.values())).history.layer_names) - 1
+
+
+# One builder per figure, so a page redraws only the figure whose settings changed.
+def layer_histograms(trained: Mapping[str, Run], *, step: int | None = None, tap: str = "pre_activation",
+                     log_y: bool = False) -> go.Figure:
+    step = recorded_steps(trained)[-1] if step is None else step
+    return figs.layer_histograms(_histories(trained), step, tap, log_y=log_y)
+
+
+def percentile_bands(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
+                     bands: str = "ioffe", unit: bool = False) -> go.Figure:
+    layer = default_layer(trained) if layer is None else layer
+    return figs.percentile_bands(_histories(trained), layer, tap, unit=unit, bands=BANDS[bands])
+
+
+def histogram_heatmap(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
+                      log_color: bool = True) -> go.Figure:
+    layer = default_layer(trained) if layer is None else layer
+    return figs.histogram_heatmap(_histories(trained), layer, tap, log_color=log_color)
+
+
 def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
                  tap: str = "pre_activation", log_y: bool = False, bands: str = "ioffe", unit: bool = False,
                  log_color: bool = True) -> dict[str, go.Figure]:
     """The page's figures; the defaults (last hidden layer, last step) are what the export writes."""
-    histories = {label: run.history for label, run in trained.items()}
-    first = next(iter(histories.values()))
-    layer = len(first.layer_names) - 1 if layer is None else layer
-    step = recorded_steps(trained)[-1] if step is None else step
     return {
-        "layer histograms": figs.layer_histograms(histories, step, tap, log_y=log_y),
-        "percentile bands": figs.percentile_bands(histories, layer, tap, unit=unit, bands=BANDS[bands]),
-        "histograms over training": figs.histogram_heatmap(histories, layer, tap, log_color=log_color),
+        "layer histograms": layer_histograms(trained, step=step, tap=tap, log_y=log_y),
+        "percentile bands": percentile_bands(trained, layer=layer, tap=tap, bands=bands, unit=unit),
+        "histograms over training": histogram_heatmap(trained, layer=layer, tap=tap, log_color=log_color),
     }
 
 

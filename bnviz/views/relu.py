@@ -38,23 +38,52 @@ def ordering(config: Config) -> str:
     return f"[{block}] × {len(model.blocks)} → {head}"
 
 
+def _histories(trained: Mapping[str, Run]):
+    return {label: run.history for label, run in trained.items()}
+
+
+def _step(trained: Mapping[str, Run], step: int | None) -> int:
+    return recorded_steps(trained)[-1] if step is None else step
+
+
+# One builder per figure, so a page redraws only the figures whose settings changed. Those of the
+# BN->ReLU run alone are None when that run is missing.
+def next_layer_input(trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
+                     log_y: bool = False) -> go.Figure:
+    histories = _histories(trained)
+    layer = len(next(iter(histories.values())).layer_names) - 1 if layer is None else layer
+    return figs.next_layer_input(histories, layer, _step(trained, step), log_y=log_y)
+
+
+def rectified_gaussian_check(trained: Mapping[str, Run], *, step: int | None = None) -> go.Figure | None:
+    run = trained.get(BN_RELU)
+    return None if run is None else figs.rectified_gaussian_check(run.history, _step(trained, step))
+
+
+def relu_moments(trained: Mapping[str, Run], *, step: int | None = None) -> go.Figure:
+    return figs.relu_moments(_histories(trained), _step(trained, step))
+
+
+def gamma_beta_over_training(trained: Mapping[str, Run]) -> go.Figure | None:
+    run = trained.get(BN_RELU)
+    return None if run is None else figs.gamma_beta_over_training(run.history)
+
+
+def shifted_relu_theory(trained: Mapping[str, Run], *, step: int | None = None) -> go.Figure | None:
+    run = trained.get(BN_RELU)
+    return None if run is None else figs.shifted_relu_theory(run.history, _step(trained, step))
+
+
 def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
                  log_y: bool = False) -> dict[str, go.Figure]:
     """The page's figures; the defaults (last hidden layer, last step) are what the export writes.
     Figures of the BN->ReLU run alone are left out when that run is missing."""
-    histories = {label: run.history for label, run in trained.items()}
-    first = next(iter(histories.values()))
-    layer = len(first.layer_names) - 1 if layer is None else layer
-    step = recorded_steps(trained)[-1] if step is None else step
-    out = {"next-layer input": figs.next_layer_input(histories, layer, step, log_y=log_y)}
-    bn_relu = histories.get(BN_RELU)
-    if bn_relu is not None:
-        out["BN-ReLU vs rectified Gaussian"] = figs.rectified_gaussian_check(bn_relu, step)
-    out["moments across depth"] = figs.relu_moments(histories, step)
-    if bn_relu is not None:
-        out["gamma and beta over training"] = figs.gamma_beta_over_training(bn_relu)
-        out["ReLU of a shifted Gaussian"] = figs.shifted_relu_theory(bn_relu, step)
-    return out
+    out = {"next-layer input": next_layer_input(trained, layer=layer, step=step, log_y=log_y),
+           "BN-ReLU vs rectified Gaussian": rectified_gaussian_check(trained, step=step),
+           "moments across depth": relu_moments(trained, step=step),
+           "gamma and beta over training": gamma_beta_over_training(trained),
+           "ReLU of a shifted Gaussian": shifted_relu_theory(trained, step=step)}
+    return {name: fig for name, fig in out.items() if fig is not None}
 
 
 VIEW = View(slug="relu", title="ReLU after BN", default=DEFAULT, runs=runs, figures=make_figures)
