@@ -66,6 +66,7 @@ gc.freeze()
 SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
 PARTIALS_KEPT = 8  # partial histories of interrupted runs kept per page and session
 MAX_URL_NOTES = 12  # notes about a link's adjusted settings shown at most
+LIVE_REDRAW_S = 0.7  # seconds between redraws of a live training chart
 
 
 @dataclass(frozen=True)
@@ -463,7 +464,7 @@ class Page:
                     if len(history.snapshots):  # a run stopped before its first step has nothing to show
                         partials[configs[label]] = history
                     now = time.monotonic()
-                    if chart_slot is not None and now - last_draw[0] > 0.7:
+                    if chart_slot is not None and now - last_draw[0] > LIVE_REDRAW_S:
                         last_draw[0] = now
                         shown = {lab: r.history for lab, r in runs.items()}
                         shown[label] = history
