@@ -181,6 +181,7 @@ class Page:
         self.url_notes: list[str] = []
         self.parts: dict[str, tuple[str, ...]] = {}   # fragment key -> the view settings it is drawn with
         self._drawing: str | None = None               # the part being drawn now, if any
+        self._live_draws = 0                           # live training charts drawn in this run
         if title is not None:
             st.title(title)
         if caption is not None:
@@ -468,7 +469,10 @@ class Page:
                         last_draw[0] = now
                         shown = {lab: r.history for lab, r in runs.items()}
                         shown[label] = history
-                        chart_slot.plotly_chart(live(shown), theme=None)
+                        # a key of its own per drawing: two drawings with the same content (a run that
+                        # diverged at once, drawn again as the next one starts) would collide
+                        self._live_draws += 1
+                        chart_slot.plotly_chart(live(shown), theme=None, key=f"{self.slug}.live.{self._live_draws}")
 
                 try:
                     run = train(cfg, progress)

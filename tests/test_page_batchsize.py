@@ -64,3 +64,18 @@ def test_view_figures_for_the_export_command():
     figures = batchsize.VIEW.figures(batchsize.DEFAULT.replace(steps=30), {})
     assert list(figures) == ["one input across batches", "train vs eval by batch size", "batch of one",
                              "batch size sweep", "batch mean noise"]
+
+
+def test_live_charts_with_the_same_content_do_not_collide(monkeypatch):
+    # Found by the fuzz test on a loaded machine: with Adam on circles a run diverges at once, and
+    # the live chart drawn as the next run starts can equal an earlier one; without a key of its
+    # own per drawing Streamlit refuses the second (StreamlitDuplicateElementId). Drawing at every
+    # evaluation makes it deterministic.
+    from bnviz import ui
+    monkeypatch.setattr(ui, "LIVE_REDRAW_S", -1.0)
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["optimizer"] = "adam"
+    at.session_state["dataset"] = "circles"
+    at.run()
+    assert not at.exception
+    assert not any("Something went wrong" in e.value for e in at.error), _texts(at.error)
