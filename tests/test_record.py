@@ -130,3 +130,20 @@ def test_snapshot_taps_describe_the_real_forward_pass(placement):
             np.testing.assert_array_equal(snap.taps[(i, tap)].counts, counts)
     expected_output = "post_activation" if placement == "before" else "norm_output"
     torch.testing.assert_close(taps[0]["output"], taps[0][expected_output])
+
+
+def test_summarising_together_with_each_tensor_on_its_own_edges():
+    # A snapshot summarises taps of one shape with two kinds of edges (wide, and the
+    # activation's range) in one call; values are put on some of the edges on purpose.
+    g = torch.Generator().manual_seed(3)
+    wide, narrow = np.linspace(-8, 8, 161, dtype=np.float32), np.linspace(0, 5, 101, dtype=np.float32)
+    tensors, edges = [], []
+    for scale, e in ((1.0, wide), (2.0, narrow), (0.5, wide), (3.0, narrow), (1.0, narrow)):
+        x = torch.randn(64, 100, generator=g) * scale
+        x.view(-1)[:50] = torch.from_numpy(e[torch.randint(len(e), (50,), generator=g).numpy()])
+        tensors.append(torch.relu(x) if e is narrow else x)
+        edges.append(e)
+    for x, e, got in zip(tensors, edges, tap_stats_many(tensors, edges)):
+        want = _check_against_numpy(x, e)
+        np.testing.assert_array_equal(got.counts, want.counts)
+        assert (got.below, got.above, got.zero_frac) == (want.below, want.above, want.zero_frac)

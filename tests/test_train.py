@@ -118,3 +118,73 @@ def test_eval_accuracy_with_population_stats_is_close_to_running_stats_after_tra
     run = train(Config(steps=600))
     last = run.history.evals[-1]
     assert abs(last.test_acc_population - last.test_acc) < 0.05
+
+
+def _per_batch_oracle(model, x, batch_size):
+    """The definition, one batch at a time: a fresh copy of the model, BN layers in training mode
+    (dropout off), the test set cut into batches of ``batch_size`` (a last batch of one joins the
+    one before it)."""
+    import copy
+
+    net = copy.deepcopy(model)
+    net.eval()
+    for _, m in net.batchnorms():
+        m.train()
+    starts = list(range(0, len(x), batch_size))
+    ends = starts[1:] + [len(x)]
+    if len(starts) > 1 and ends[-1] - starts[-1] < 2:
+        starts.pop()
+        ends.pop(-2)
+    with torch.no_grad():
+        return torch.cat([net(x[a:b]) for a, b in zip(starts, ends)])
+
+
+@pytest.mark.parametrize("extra, batch_size, n", [
+    ({}, 64, 360),                                         # 5 full batches and one of 40
+    ({"norm": "reference", "placement": "after"}, 16, 96),  # batches of one size only
+    ({"dropout": 0.3, "dropout_position": "before_norm"}, 7, 50),  # a last batch of 1 joins the one before
+    ({"arch": "cnn", "dataset": "digits-image"}, 32, 100),  # BatchNorm2d over channels and positions
+    ({}, 512, 360),                                        # one batch smaller than batch_size
+])
+def test_accuracy_with_batch_statistics_normalizes_each_test_batch_by_itself(extra, batch_size, n):
+    from bnviz.train import _batchnorm_per_chunk, _chunks, accuracy_with_batch_stats, batchnorm_train_mode
+
+    run = train(Config(steps=40, width=24, depth=2, **extra))
+    model, x, y = run.model, run.dataset.x_test[:n], run.dataset.y_test[:n]
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = _per_batch_oracle(model, x, batch_size)
+    assert accuracy_with_batch_stats(model, x, y, batch_size) == (expected.argmax(1) == y).sum().item() / n
+    # The logits themselves, from the pass that puts the full-size batches side by side.
+    size = _chunks(len(x), batch_size)[0].stop
+    full = len(x) // size * size if len(x) % size >= 2 or len(x) < 2 * size else (len(x) // size - 1) * size
+    with torch.no_grad():
+        batchnorm_train_mode(model)
+        with _batchnorm_per_chunk(model, size):
+            together = model(x[:full])
+    model.eval()
+    torch.testing.assert_close(together, expected[:full], rtol=1e-5, atol=1e-5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, buffers[k]), k
+    assert not model.training
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "none"])
+def test_evaluation_agrees_with_its_definitions(norm):
+    from bnviz.train import EVAL_SUBSET, accuracy_with_stats
+
+    config = Config(steps=50, width=24, depth=2, norm=norm, batch_size=48)
+    run = train(config)
+    model, data = run.model, run.dataset
+    point = evaluate(model, data, config, 50)
+    with torch.no_grad():
+        logits = model(data.x_test)
+    assert point.test_acc == (logits.argmax(1) == data.y_test).float().mean().item()
+    batch = _per_batch_oracle(model, data.x_test, config.batch_size)
+    # (approx: float32 mean or count / n; one sample more or less would be 1 / 360)
+    assert point.test_acc_batch_stats == pytest.approx((batch.argmax(1) == data.y_test).sum().item() / len(data.y_test), abs=1e-7)
+    population = population_statistics(model, data.x_train[:EVAL_SUBSET])
+    assert point.test_acc_population == accuracy_with_stats(model, data.x_test, data.y_test, population)
+    assert point.population.keys() == population.keys() == ({0, 1} if norm == "batchnorm" else set())
+    for i, (mean, var) in population.items():
+        np.testing.assert_array_equal(point.population[i][0], mean.numpy())
+        np.testing.assert_array_equal(point.population[i][1], var.numpy())
