@@ -118,7 +118,7 @@ def tap_stats_many(tensors: Sequence[torch.Tensor], edges: np.ndarray | Sequence
         return []
     k = len(tensors)
     per_tensor = edges if isinstance(edges, (list, tuple)) else [edges] * k
-    x = np.stack([t.detach().numpy() for t in tensors])   # (k, N, C, ...): numpy's stack is the cheaper call
+    x = torch.stack([t.detach() for t in tensors]).numpy()   # (k, N, C, ...)
     s = np.sort(x.reshape(k, -1), axis=1)
     start, n = _finite_block(s)
     finite = s.astype(np.float64) if (n == s.shape[1]).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)
@@ -183,27 +183,46 @@ class NormStats:
     bias: np.ndarray | None          # beta
 
 
-def _np(t: torch.Tensor | None) -> np.ndarray | None:
-    if t is None:
-        return None
-    t = t.detach()
-    return (t if t.dtype == torch.float32 else t.float()).numpy().copy()
+_NORM_VECTORS = ("running_mean", "running_var", "weight", "bias")
 
 
 def norm_stats(module: torch.nn.Module, norm_input: torch.Tensor | None) -> NormStats:
-    batch_mean = batch_var = None
-    if norm_input is not None and norm_input.dim() >= 2:
-        # In numpy: on tensors this small, each torch call costs more than its arithmetic.
-        # The variance is the biased one BN normalizes with.
-        a = norm_input.detach().float().numpy()
-        axes = (0, *range(2, a.ndim))
-        batch_mean = a.mean(axis=axes, keepdims=True)
-        batch_var = np.square(a - batch_mean).mean(axis=axes)
-        batch_mean = batch_mean.reshape(-1)
-    return NormStats(batch_mean=batch_mean, batch_var=batch_var,
-                     running_mean=_np(getattr(module, "running_mean", None)),
-                     running_var=_np(getattr(module, "running_var", None)),
-                     weight=_np(getattr(module, "weight", None)), bias=_np(getattr(module, "bias", None)))
+    return norm_stats_many([module], [norm_input])[0]
+
+
+def norm_stats_many(modules: Sequence[torch.nn.Module], inputs: Sequence[torch.Tensor | None]) -> list[NormStats]:
+    """The :class:`NormStats` of several normalization layers, each given the input it normalized
+    in this forward pass (None: no batch statistics), computed together: one copy of every
+    layer's parameters and running statistics, and one numpy pass over the inputs of one shape.
+    As in :func:`tap_stats_many`, numpy's and torch's per-call overhead, not the arithmetic, is
+    what these small tensors cost (~0.07 ms a layer one by one)."""
+    vectors = [[getattr(m, name, None) for name in _NORM_VECTORS] for m in modules]
+    present = [v for layer in vectors for v in layer if v is not None]
+    kept: list[list[np.ndarray | None]] = [[None] * len(_NORM_VECTORS) for _ in modules]
+    if present:
+        with torch.no_grad():  # parameters require grad; the copy must not
+            flat = torch.cat(present).float().numpy()
+        at = 0
+        for layer, vs in zip(kept, vectors):
+            for j, v in enumerate(vs):
+                if v is not None:
+                    layer[j] = flat[at:at + v.numel()]
+                    at += v.numel()
+    # The batch statistics in numpy: mean and biased variance (the one BN normalizes with) per
+    # channel, over the batch and any spatial positions.
+    batch: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(modules)
+    shapes: dict[tuple, list[int]] = {}
+    for i, x in enumerate(inputs):
+        if x is not None and x.dim() >= 2:
+            shapes.setdefault((tuple(x.shape), x.dtype), []).append(i)
+    for rows in shapes.values():
+        a = torch.stack([inputs[i].detach() for i in rows]).float().numpy()   # (k, N, C, ...)
+        axes = (1, *range(3, a.ndim))
+        mean = a.mean(axis=axes, keepdims=True)
+        var = np.square(a - mean).mean(axis=axes)
+        for j, i in enumerate(rows):
+            batch[i] = (mean[j].reshape(-1), var[j])
+    return [NormStats(mean, var, *layer) for (mean, var), layer in zip(batch, kept)]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from . import optim
 from .config import Config, check
 from .data import Dataset, batches, load
 from .models import TAPS, Net, accuracy, build, loss_fn
-from .record import EvalPoint, History, Snapshot, bin_edges, new_history, norm_stats, tap_stats_many
+from .record import EvalPoint, History, Snapshot, bin_edges, new_history, norm_stats_many, tap_stats_many
 
 # Called after every evaluation, the one before the first update included, with (updates done,
 # total steps, history so far); returning False stops the run early (the history then says where).
@@ -238,7 +238,7 @@ def record_snapshot(model: Net, step: int, taps: list[dict[str, torch.Tensor]], 
                 continue
             edges = history.edges[name]
             group = (tuple(tensor.shape), tensor.dtype)
-            same = (tensor.data_ptr(), tensor.stride(), edges.tobytes())
+            same = (tensor.data_ptr(), tensor.stride(), id(edges))  # a run's edges are fixed arrays
             groups.setdefault(group, {}).setdefault(same, (tensor, edges))
             places[(i, name)] = (group, same)
     summaries = {}
@@ -247,11 +247,9 @@ def record_snapshot(model: Net, step: int, taps: list[dict[str, torch.Tensor]], 
         for same, stats in zip(members, tap_stats_many(tensors, list(edges))):
             summaries[(group, same)] = stats
     tap_out = {place: summaries[key] for place, key in places.items()}
-    norms = {}
-    for i, block in enumerate(model.blocks):
-        if block.norm is not None:
-            norms[i] = norm_stats(block.norm, taps[i].get("norm_input"))
-    return Snapshot(step=step, taps=tap_out, norms=norms)
+    normed = [i for i, block in enumerate(model.blocks) if block.norm is not None]
+    stats = norm_stats_many([model.blocks[i].norm for i in normed], [taps[i].get("norm_input") for i in normed])
+    return Snapshot(step=step, taps=tap_out, norms=dict(zip(normed, stats)))
 
 
 def train(config: Config, progress: ProgressFn | None = None, *, dataset: Dataset | None = None,
