@@ -242,6 +242,7 @@ class EvalPoint:
     step: int
     test_loss: float               # eval mode: BN uses its running statistics
     test_acc: float
+    # With Config.bn_diagnostics only (otherwise NaN and empty):
     test_acc_batch_stats: float    # BN in training mode on test batches (batch statistics)
     test_acc_population: float     # BN with running stats replaced by the population stats
     population: dict[int, tuple[np.ndarray, np.ndarray]]  # layer -> (mean, unbiased var) of BN input

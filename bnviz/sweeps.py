@@ -179,7 +179,8 @@ def sweep_config(config: Config, norm: str, batch_size: int) -> Config:
     noise; the others record just the first and last step, which keeps the sweep fast.
     """
     every = NOISE_RECORD_EVERY if norm in ("batchnorm", "reference") else max(config.steps, 1)
-    return config.replace(norm=norm, batch_size=batch_size, record_every=every, eval_every=max(config.steps, 1))
+    return config.replace(norm=norm, batch_size=batch_size, record_every=every, eval_every=max(config.steps, 1),
+                          bn_diagnostics=True)
 
 
 def sweep_configs(config: Config, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,

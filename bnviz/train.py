@@ -195,8 +195,9 @@ def accuracy_with_stats(model: Net, x: torch.Tensor, y: torch.Tensor,
 
 @torch.no_grad()
 def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
-    """Test loss and accuracy in eval mode, with BN by batch statistics, and with BN by the
-    population statistics of the first EVAL_SUBSET training samples (also returned).
+    """Test loss and accuracy in eval mode; with ``config.bn_diagnostics`` also the accuracy with
+    BN by batch statistics and with BN by the population statistics of the first EVAL_SUBSET
+    training samples (also returned). Without it those are NaN and no population is kept.
 
     What :func:`accuracy_with_batch_stats` and :func:`population_statistics` followed by
     :func:`accuracy_with_stats` compute, with the model's state saved and restored once, not three
@@ -207,10 +208,10 @@ def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
         test_logits = model(x)
         test_acc = accuracy(test_logits, y)
         # Without BN nothing depends on batch or running statistics in eval mode: all three agree.
-        test_acc_batch_stats = test_acc_population = test_acc
+        test_acc_batch_stats = test_acc_population = test_acc if config.bn_diagnostics else math.nan
         population = {}
         norms = [m for _, m in model.batchnorms()]
-        if norms:
+        if norms and config.bn_diagnostics:
             for m in norms:  # BN by batch statistics; dropout stays off
                 m.training = True
             test_acc_batch_stats = _correct_with_batch_stats(model, x, y, config.batch_size) / len(x)

@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # A few code paths with randomness in them: dropout, the CNN, Adam, the reference BN with a
 # cumulative average, per-sample norms.
 CONFIGS = {
-    "mlp-bn-dropout": Config(steps=150, width=32, depth=2, dropout=0.2, eval_every=50, record_every=10),
+    "mlp-bn-dropout": Config(steps=150, width=32, depth=2, dropout=0.2, eval_every=50, record_every=10,
+                             bn_diagnostics=True),
     "cnn-adam": Config(dataset="digits-image", arch="cnn", optimizer="adam", lr=0.003, steps=60, eval_every=30),
     "reference-cumulative-spirals": Config(dataset="spirals", norm="reference", momentum=None, activation="tanh",
-                                           steps=150, width=16, n_samples=400, eval_every=50),
+                                           steps=150, width=16, n_samples=400, eval_every=50, bn_diagnostics=True),
     "groupnorm-sigmoid": Config(norm="groupnorm", activation="sigmoid", placement="after", steps=100, width=32),
 }
 MAX_HISTORY_BYTES = 20 * 1024 * 1024

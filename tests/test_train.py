@@ -115,7 +115,7 @@ def test_population_statistics_of_the_second_layer_follow_the_first_normalized_b
 
 
 def test_eval_accuracy_with_population_stats_is_close_to_running_stats_after_training():
-    run = train(Config(steps=600))
+    run = train(Config(steps=600, bn_diagnostics=True))
     last = run.history.evals[-1]
     assert abs(last.test_acc_population - last.test_acc) < 0.05
 
@@ -172,7 +172,7 @@ def test_accuracy_with_batch_statistics_normalizes_each_test_batch_by_itself(ext
 def test_evaluation_agrees_with_its_definitions(norm):
     from bnviz.train import EVAL_SUBSET, accuracy_with_stats
 
-    config = Config(steps=50, width=24, depth=2, norm=norm, batch_size=48)
+    config = Config(steps=50, width=24, depth=2, norm=norm, batch_size=48, bn_diagnostics=True)
     run = train(config)
     model, data = run.model, run.dataset
     point = evaluate(model, data, config, 50)
@@ -188,3 +188,22 @@ def test_evaluation_agrees_with_its_definitions(norm):
     for i, (mean, var) in population.items():
         np.testing.assert_array_equal(point.population[i][0], mean.numpy())
         np.testing.assert_array_equal(point.population[i][1], var.numpy())
+
+
+def test_without_bn_diagnostics_an_evaluation_is_only_the_eval_mode_test_pass():
+    config = Config(steps=30, width=24, depth=2)
+    assert not config.bn_diagnostics  # the default: most views show only the eval-mode curves
+    run = train(config)
+    with_them = evaluate(run.model, run.dataset, config.replace(bn_diagnostics=True), 30)
+    for point in (run.history.evals[-1], evaluate(run.model, run.dataset, config, 30)):
+        assert np.isnan(point.test_acc_batch_stats) and np.isnan(point.test_acc_population)
+        assert point.population == {}
+        assert (point.test_acc, point.test_loss) == (with_them.test_acc, with_them.test_loss)
+
+
+def test_the_views_that_show_bn_diagnostics_ask_for_them():
+    from bnviz.sweeps import sweep_config
+    from bnviz.views import running
+
+    assert all(c.bn_diagnostics for c in running.runs(running.DEFAULT).values())
+    assert sweep_config(Config(), "batchnorm", 8).bn_diagnostics

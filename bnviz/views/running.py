@@ -103,7 +103,7 @@ def cadence(steps: int) -> int:
 def runs(config: Config, extra: Sequence[float | None] = EXTRA_MOMENTA) -> dict[str, Config]:
     """One run per momentum; recording and evaluation on the same steps so they pair up."""
     every = cadence(config.steps)
-    return {momentum_label(m): config.replace(momentum=m, record_every=every, eval_every=every)
+    return {momentum_label(m): config.replace(momentum=m, record_every=every, eval_every=every, bn_diagnostics=True)
             for m in network_momenta(config, extra)}
 
 
