@@ -1,8 +1,10 @@
 """Training: what recording costs, what the home page's default run costs, what a long run keeps.
 
 - ``instrumentation_overhead``: ``train(Config())`` (snapshots every 20 steps, evaluations every
-  100) over ``train(Config(), record=False)`` (same model, data and batches; no snapshots, no
+  200) over ``train(Config(), record=False)`` (same model, data and batches; no snapshots, no
   evaluations; the per-step loss is kept in both, as the loop needs it to detect divergence).
+  ``Config()`` leaves ``bn_diagnostics`` off, as every view but two does; the detail reports the
+  recorder's in-run share with it on too (the running-statistics and batch-size views).
 - ``default_run_s`` / ``default_run_vs_bare``: the home page's two runs (``home.runs(Config())``)
   through ``bnviz.train.train`` exactly as the page calls it (data loaded by ``train``), against
   :func:`bare_loop`, a hand-written torch loop over the same model, data and batches.
@@ -127,6 +129,7 @@ def instrumentation_overhead(quick: bool) -> Result:
     t = interleaved({"recorded": lambda: train(config, dataset=data),
                      "bare": lambda: train(config, dataset=data, record=False)}, rounds)
     parts = _components(config, data, quick)
+    diagnosed = (train(config.replace(steps=20), dataset=data).model, config.replace(bn_diagnostics=True))
     snapshots = len(range(0, config.steps, config.record_every)) + ((config.steps - 1) % config.record_every != 0)
     evals = 1 + config.steps // config.eval_every + (config.steps % config.eval_every != 0)
     return Result(
@@ -140,6 +143,10 @@ def instrumentation_overhead(quick: bool) -> Result:
                 "per_step_cpu_ms": {k: round(statistics.median(v) / config.steps * 1e3, 3) for k, v in t.cpu.items()},
                 "components_cpu_ms": parts, "snapshots": snapshots, "evaluations": evals,
                 "in_run_ratio": _in_run_ratio(config, data, 2 if quick else 9),
+                "with_bn_diagnostics": {
+                    "evaluate_ms": round(_per_call_ms(lambda: evaluate(diagnosed[0], data, diagnosed[1], 0),
+                                                      3 if quick else 30), 3),
+                    "in_run_ratio": _in_run_ratio(diagnosed[1], data, 2 if quick else 9)},
                 "predicted_from_components": round(
                     1 + (snapshots * parts["snapshot_ms"] + evals * parts["evaluate_ms"])
                     / (config.steps * parts["step_ms"]), 3)})
