@@ -120,7 +120,7 @@ def _import_time() -> dict[str, Any]:
 
 
 def first_chart(browser, quick: bool, keep_server: bool = False) -> tuple[Result, Server | None]:
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     query = "?steps=100" if quick else ""
     chart, health, title, training_chart, trained = [], [], [], [], []
     cpu: dict[str, list[float]] = {"title": [], "first_chart": [], "first_training_chart": [], "trained": []}
