@@ -24,6 +24,7 @@ What lives here and why:
 """
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import json
@@ -319,7 +320,8 @@ class Page:
         return st.session_state[f"{self.slug}.view.{name}"]
 
     # ----- parts: what a display-only change redraws -------------------------------------------------
-    def part(self, draw: Callable[..., None]) -> Callable[..., None]:
+    def part(self, draw: Callable[..., None] | None = None, *,
+             controls: Callable[[], None] | None = None) -> Callable[..., None]:
         """Decorator: draw ``draw`` here, now, as a part of the page a display change can redraw alone.
 
         The parameters of ``draw`` name the display settings it depends on (``def heatmap(layer, tap,
@@ -338,7 +340,13 @@ class Page:
         and nothing outside a part may depend on a setting a part takes (a control's options, say):
         that would go stale. A part owns its layout (its elements go where it is called); errors
         inside it are shown inside it, as :func:`guard` shows them, and the rest of the page stays.
+
+        ``controls`` (``@page.part(controls=fn)``) draws the part's own controls above its figure,
+        but after it: the browser gets a changed figure before the controls it is redrawn with
+        (what a redraw waits for). They are drawn even when ``draw`` fails: they are the way back.
         """
+        if draw is None:
+            return functools.partial(self.part, controls=controls)
         uses = tuple(inspect.signature(draw).parameters)
         missing = [n for n in uses if f"{self.slug}.view.{n}" not in st.session_state]
         if missing:
@@ -354,7 +362,13 @@ class Page:
             outer, self._drawing = self._drawing, key
             try:
                 with guard():
-                    draw(**{n: self.view(n) for n in uses})
+                    above = st.container() if controls is not None else None
+                    try:
+                        draw(**{n: self.view(n) for n in uses})
+                    finally:
+                        if above is not None:
+                            with above:
+                                controls()
                     self._write_url()
             finally:
                 self._drawing = outer

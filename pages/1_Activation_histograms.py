@@ -43,56 +43,50 @@ with ui.guard():
                           help="Where in each block the values are read: the input of the nonlinearity, "
                                "the output of the normalization layer, or the output of the nonlinearity.")
 
-        # Each part draws its figure before the controls above it (into a container made first): the
-        # browser gets the new figure before the controls it redraws with it. The controls are drawn
-        # even if the figure fails (finally): they are the way back.
-        @page.part
+        # Each part's own controls are drawn above its figure, after it (see ui.Page.part).
+        def step_controls():
+            c1, c2 = st.columns([4, 1])
+            page.view_control(c1.select_slider, "step", "Step", steps,
+                              help="Recorded forward passes: step s uses the weights after s updates.")
+            page.view_control(c2.toggle, "log_y", "Log y axis", help="Shows the tails of the histograms.")
+            note = histograms.absent_note(runs, page.view("tap"))
+            if note:
+                st.info(note)
+
+        @page.part(controls=step_controls)
         def layer_histograms(step, tap, log_y):
-            top = st.container()
-            try:
-                page.chart(histograms.layer_histograms(runs, step=step, tap=tap, log_y=log_y), "layer histograms",
-                           caption="One panel per hidden layer: the values at the chosen tap in one training forward "
-                                   "pass (all samples of the batch, all units), on fixed bins shared by both runs. Bar "
-                                   "height: share of the values in the bin (count / number of values). Values beyond "
-                                   "the bins are counted, not dropped: a panel notes their share.")
-            finally:
-                with top:
-                    c1, c2 = st.columns([4, 1])
-                    page.view_control(c1.select_slider, "step", "Step", steps,
-                                      help="Recorded forward passes: step s uses the weights after s updates.")
-                    page.view_control(c2.toggle, "log_y", "Log y axis", help="Shows the tails of the histograms.")
-                    note = histograms.absent_note(runs, tap)
-                    if note:
-                        st.info(note)
+            page.chart(histograms.layer_histograms(runs, step=step, tap=tap, log_y=log_y), "layer histograms",
+                       caption="One panel per hidden layer: the values at the chosen tap in one training forward "
+                               "pass (all samples of the batch, all units), on fixed bins shared by both runs. Bar "
+                               "height: share of the values in the bin (count / number of values). Values beyond "
+                               "the bins are counted, not dropped: a panel notes their share.")
 
-        @page.part
+        def band_controls():
+            c1, c2 = st.columns([3, 1])
+            page.view_control(c1.radio, "bands", "Percentile bands", tuple(histograms.BANDS), horizontal=True,
+                              format_func=histograms.BAND_LABELS.__getitem__)
+            page.view_control(c2.toggle, "unit", "One unit only",
+                              help="Percentiles of unit 1 across the batch, as in Ioffe & Szegedy's Figure 1, "
+                                   "instead of all units of the layer together.")
+
+        @page.part(controls=band_controls)
         def percentile_bands(layer, tap, bands, unit):
-            top = st.container()
-            try:
-                page.chart(histograms.percentile_bands(runs, layer=layer, tap=tap, bands=bands, unit=unit),
-                           "percentile bands",
-                           caption="Percentiles of the chosen layer's values at each recorded step: the median as a "
-                                   "line, each symmetric pair of percentiles as a shaded band (bands overlap, so the "
-                                   "middle of the distribution is darkest). The k-th percentile is the value below "
-                                   "which k% of the values lie (numpy's linear interpolation).")
-            finally:
-                c1, c2 = top.columns([3, 1])
-                page.view_control(c1.radio, "bands", "Percentile bands", tuple(histograms.BANDS), horizontal=True,
-                                  format_func=histograms.BAND_LABELS.__getitem__)
-                page.view_control(c2.toggle, "unit", "One unit only",
-                                  help="Percentiles of unit 1 across the batch, as in Ioffe & Szegedy's Figure 1, "
-                                       "instead of all units of the layer together.")
+            page.chart(histograms.percentile_bands(runs, layer=layer, tap=tap, bands=bands, unit=unit),
+                       "percentile bands",
+                       caption="Percentiles of the chosen layer's values at each recorded step: the median as a "
+                               "line, each symmetric pair of percentiles as a shaded band (bands overlap, so the "
+                               "middle of the distribution is darkest). The k-th percentile is the value below "
+                               "which k% of the values lie (numpy's linear interpolation).")
 
-        @page.part
+        def colour_controls():
+            page.view_control(st.toggle, "log_color", "Log colour scale",
+                              help="Colour by log10 of the share of values: the tails become visible.")
+
+        @page.part(controls=colour_controls)
         def heatmap(layer, tap, log_color):
-            top = st.container()
-            try:
-                page.chart(histograms.histogram_heatmap(runs, layer=layer, tap=tap, log_color=log_color),
-                           "histograms over training",
-                           caption="The chosen layer's histogram at every recorded step, one column per step, one panel "
-                                   "per run on one colour scale. Colour: share of that step's values in the bin"
-                                   + (" (log scale; shares below 0.01% get the lowest colour)." if log_color else "."))
-            finally:
-                page.view_control(top.toggle, "log_color", "Log colour scale",
-                                  help="Colour by log10 of the share of values: the tails become visible.")
+            page.chart(histograms.histogram_heatmap(runs, layer=layer, tap=tap, log_color=log_color),
+                       "histograms over training",
+                       caption="The chosen layer's histogram at every recorded step, one column per step, one panel "
+                               "per run on one colour scale. Colour: share of that step's values in the bin"
+                               + (" (log scale; shares below 0.01% get the lowest colour)." if log_color else "."))
     page.download_all()
