@@ -124,8 +124,8 @@ def population_statistics(model: Net, x: torch.Tensor) -> dict[int, tuple[torch.
 def _normalize_per_chunk(module: nn.Module, chunk: int, x: torch.Tensor) -> torch.Tensor:
     """Training-mode BN of ``x`` (k * chunk rows) with each run of ``chunk`` rows normalized by its
     own batch statistics, in one call: the k chunks are laid side by side as k * C channels of
-    one batch of ``chunk`` rows, so torch's batch_norm kernel computes each chunk's statistics
-    exactly as it would for that chunk alone."""
+    one batch of ``chunk`` rows, so torch's batch_norm kernel computes each chunk's statistics from
+    that chunk alone (the same numbers as a pass per chunk, up to rounding)."""
     c, rest = x.shape[1], x.shape[2:]
     k = x.shape[0] // chunk
     side_by_side = x.reshape(k, chunk, c, *rest).transpose(0, 1).reshape(chunk, k * c, *rest)
@@ -203,15 +203,16 @@ def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
     :func:`accuracy_with_stats` compute, with the model's state saved and restored once, not three
     times: this runs at every evaluation of every run."""
     x, y = data.x_test, data.y_test
-    with preserved_norm_state(model):
-        model.eval()
-        test_logits = model(x)
-        test_acc = accuracy(test_logits, y)
-        # Without BN nothing depends on batch or running statistics in eval mode: all three agree.
-        test_acc_batch_stats = test_acc_population = test_acc if config.bn_diagnostics else math.nan
-        population = {}
-        norms = [m for _, m in model.batchnorms()]
-        if norms and config.bn_diagnostics:
+    was_training = model.training
+    model.eval()
+    test_logits = model(x)
+    test_acc = accuracy(test_logits, y)
+    # Without BN nothing depends on batch or running statistics in eval mode: all three agree.
+    test_acc_batch_stats = test_acc_population = test_acc if config.bn_diagnostics else math.nan
+    population = {}
+    norms = [m for _, m in model.batchnorms()]
+    if norms and config.bn_diagnostics:
+        with preserved_norm_state(model):  # the passes below change the running statistics
             for m in norms:  # BN by batch statistics; dropout stays off
                 m.training = True
             test_acc_batch_stats = _correct_with_batch_stats(model, x, y, config.batch_size) / len(x)
@@ -221,6 +222,7 @@ def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
                     m.training = False
                 test_acc_population = accuracy(model(x), y)
                 population = {i: (m.running_mean.numpy().copy(), m.running_var.numpy().copy()) for i, m in tracked}
+    model.train(was_training)
     return EvalPoint(step=step, test_loss=loss_fn(test_logits, y).item(), test_acc=test_acc,
                      test_acc_batch_stats=test_acc_batch_stats, test_acc_population=test_acc_population,
                      population=population)
