@@ -155,8 +155,9 @@ def test_accuracy_with_batch_statistics_normalizes_each_test_batch_by_itself(ext
     expected = _per_batch_oracle(model, x, batch_size)
     assert accuracy_with_batch_stats(model, x, y, batch_size) == (expected.argmax(1) == y).sum().item() / n
     # The logits themselves, from the pass that puts the full-size batches side by side.
-    size = _chunks(len(x), batch_size)[0].stop
-    full = len(x) // size * size if len(x) % size >= 2 or len(x) < 2 * size else (len(x) // size - 1) * size
+    slices = _chunks(len(x), batch_size)
+    size = slices[0].stop
+    full = sum(sl.stop - sl.start == size for sl in slices) * size   # the batches of full size
     with torch.no_grad():
         batchnorm_train_mode(model)
         with _batchnorm_per_chunk(model, size):
