@@ -62,7 +62,7 @@ with ui.guard():
         # The charts below are parts (ui.Page.part): a display change redraws only those drawn with
         # it (a part's parameters name the settings it depends on).
         c1, c2, c3 = st.columns([1, 4, 1])
-        page.view_value("layer", len(names) - 1)
+        page.view_value("layer", histograms.default_layer(runs))
         page.view_control(c1.selectbox, "layer", "Layer", list(range(len(names))), format_func=names.__getitem__,
                           help="Hidden layer whose output (the next layer's input) is compared.")
         page.view_value("step", steps[-1])

@@ -46,7 +46,7 @@ def absent_note(trained: Mapping[str, Run], tap: str) -> str | None:
             "so its panels stay empty. Pick the pre- or post-activation tap to compare both runs.")
 
 
-def _histories(trained: Mapping[str, Run]) -> dict[str, History]:
+def histories(trained: Mapping[str, Run]) -> dict[str, History]:
     return {label: run.history for label, run in trained.items()}
 
 
@@ -59,19 +59,19 @@ def default_layer(trained: Mapping[str, Run]) -> int:
 def layer_histograms(trained: Mapping[str, Run], *, step: int | None = None, tap: str = "pre_activation",
                      log_y: bool = False) -> go.Figure:
     step = recorded_steps(trained)[-1] if step is None else step
-    return figs.layer_histograms(_histories(trained), step, tap, log_y=log_y)
+    return figs.layer_histograms(histories(trained), step, tap, log_y=log_y)
 
 
 def percentile_bands(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
                      bands: str = "ioffe", unit: bool = False) -> go.Figure:
     layer = default_layer(trained) if layer is None else layer
-    return figs.percentile_bands(_histories(trained), layer, tap, unit=unit, bands=BANDS[bands])
+    return figs.percentile_bands(histories(trained), layer, tap, unit=unit, bands=BANDS[bands])
 
 
 def histogram_heatmap(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
                       log_color: bool = True) -> go.Figure:
     layer = default_layer(trained) if layer is None else layer
-    return figs.histogram_heatmap(_histories(trained), layer, tap, log_color=log_color)
+    return figs.histogram_heatmap(histories(trained), layer, tap, log_color=log_color)
 
 
 def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,

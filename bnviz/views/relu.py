@@ -15,7 +15,7 @@ from ..figures import relu as figs
 from ..models import build
 from ..train import Run
 from . import View
-from .histograms import recorded_steps
+from .histograms import default_layer, histories, recorded_steps
 
 # Adam moves gamma and beta visibly within 1,000 steps; plain SGD at lr 0.05 barely does.
 DEFAULT = Config(optimizer="adam", lr=0.01)
@@ -38,10 +38,6 @@ def ordering(config: Config) -> str:
     return f"[{block}] × {len(model.blocks)} → {head}"
 
 
-def _histories(trained: Mapping[str, Run]):
-    return {label: run.history for label, run in trained.items()}
-
-
 def _step(trained: Mapping[str, Run], step: int | None) -> int:
     return recorded_steps(trained)[-1] if step is None else step
 
@@ -50,9 +46,8 @@ def _step(trained: Mapping[str, Run], step: int | None) -> int:
 # BN->ReLU run alone are None when that run is missing.
 def next_layer_input(trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
                      log_y: bool = False) -> go.Figure:
-    histories = _histories(trained)
-    layer = len(next(iter(histories.values())).layer_names) - 1 if layer is None else layer
-    return figs.next_layer_input(histories, layer, _step(trained, step), log_y=log_y)
+    layer = default_layer(trained) if layer is None else layer
+    return figs.next_layer_input(histories(trained), layer, _step(trained, step), log_y=log_y)
 
 
 def rectified_gaussian_check(trained: Mapping[str, Run], *, step: int | None = None) -> go.Figure | None:
@@ -61,7 +56,7 @@ def rectified_gaussian_check(trained: Mapping[str, Run], *, step: int | None = N
 
 
 def relu_moments(trained: Mapping[str, Run], *, step: int | None = None) -> go.Figure:
-    return figs.relu_moments(_histories(trained), _step(trained, step))
+    return figs.relu_moments(histories(trained), _step(trained, step))
 
 
 def gamma_beta_over_training(trained: Mapping[str, Run]) -> go.Figure | None:
