@@ -269,8 +269,8 @@ class Page:
         key = f"{self.slug}.view.{name}"
         if key not in st.session_state:
             st.session_state[key] = default
-        if options is not None and st.session_state[key] not in options:
-            st.session_state[key] = _nearest(list(options), st.session_state[key])
+        if options is not None:
+            _snap(key, options)
         return key
 
     def view_settings(self, defaults: Mapping[str, Any],
@@ -307,8 +307,7 @@ class Page:
         if homes.get(name) != self._drawing:
             homes[name] = self._drawing
         if options is not None:
-            if key in st.session_state and st.session_state[key] not in options:
-                st.session_state[key] = _nearest(list(options), st.session_state[key])
+            _snap(key, options)
             value = widget(label, options, key=key, **kwargs)
         else:
             value = widget(label, key=key, **kwargs)
@@ -540,6 +539,13 @@ class Page:
 
 
 _GONE = object()
+
+
+def _snap(key: str, options: Sequence[Any]) -> None:
+    """A display setting its control cannot show (from a link, or an option that is gone) becomes
+    the nearest option."""
+    if key in st.session_state and st.session_state[key] not in options:
+        st.session_state[key] = _nearest(list(options), st.session_state[key])
 
 
 def _plain(value: Any) -> bool:
