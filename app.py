@@ -7,6 +7,7 @@ import streamlit as st
 # and the browser loads plotly.js and draws the picture while the server imports torch (~2 s).
 from bnviz.export import modebar_config, safe_filename
 from bnviz.figures import intro
+from bnviz.ui_first_paint import let_browser_draw
 
 st.set_page_config(page_title="bnviz: BatchNorm, visualized", page_icon="📊", layout="wide")
 
@@ -24,6 +25,7 @@ intro_fig = intro.standardization_figure()
 intro_box = st.container()
 intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME), key=f"home.chart.{safe_filename(intro.NAME)}",
                        theme=None)
+let_browser_draw(1, key="home.first_paint")  # before torch's import: see bnviz/ui_first_paint.py
 
 from bnviz import figures, ui  # noqa: E402 - torch comes with these; see above
 from bnviz.views import home  # noqa: E402

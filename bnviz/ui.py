@@ -1,4 +1,5 @@
-"""The Streamlit pieces every page shares; the only module of bnviz that imports streamlit.
+"""The Streamlit pieces every page shares; with ``ui_first_paint`` (the home page's wait for its
+first chart, which must not import torch) the only modules of bnviz that import streamlit.
 
 A page is a script that reads top to bottom:
 
