@@ -3,8 +3,9 @@ from pathlib import Path
 
 import streamlit as st
 
-# numpy and plotly only, so far: the title, the formula and its picture reach the browser first,
-# and the browser loads plotly.js and draws the picture while the server imports torch (~2 s).
+# numpy and plotly only, so far: the title, the formula and its picture reach the browser first.
+# On a new server, torch (~2 s of CPU to import) waits until the browser has loaded plotly.js and
+# drawn the picture (let_browser_draw): on two cores the two would slow each other down.
 from bnviz.export import modebar_config, safe_filename
 from bnviz.figures import intro
 from bnviz.ui_first_paint import let_browser_draw
