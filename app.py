@@ -4,8 +4,9 @@ from pathlib import Path
 import streamlit as st
 
 # numpy and plotly only, so far: the title, the formula and its picture reach the browser first.
-# On a new server, torch (~2 s of CPU to import) waits until the browser has loaded plotly.js and
-# drawn the picture (let_browser_draw): on two cores the two would slow each other down.
+# On a new server, torch (~2 s of CPU to import) is imported at the lowest priority while the
+# browser loads plotly.js and draws the picture, and training waits until it is drawn
+# (let_browser_draw): on two cores the two would slow each other down.
 from bnviz.export import modebar_config, safe_filename
 from bnviz.figures import intro
 from bnviz.ui_first_paint import let_browser_draw

@@ -3,9 +3,10 @@
 - ``first_chart_s``: from launching ``streamlit run app.py`` (loopback, free port, headless) to the
   first Plotly chart drawn (``.js-plotly-plot .main-svg`` visible) in headless Chromium, which is
   already running, as a user's browser would be. The home page's first chart is its picture of BN
-  on one batch (no torch); it then waits until the browser has drawn it before importing torch
-  (``bnviz.ui_first_paint``), and trains two networks with a live chart: the time to that chart is
-  in the detail (``first_training_chart_s``). Each repeat is a new server.
+  on one batch (no torch); torch is imported at the lowest priority while the browser draws it, and
+  training waits until it is drawn (``bnviz.ui_first_paint``); then two networks train with a live
+  chart: the time to that chart is in the detail (``first_training_chart_s``). Each repeat is a new
+  server.
   The breakdown says where the wait goes: health check answered, title shown (the script's imports
   are done), the server's CPU seconds at each point, and ``python -X importtime`` of app.py's imports.
 - ``redraw_ms``: on the "Activation histograms" page, once trained, the time from a display-only
