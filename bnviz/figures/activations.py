@@ -215,7 +215,8 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
     # browser's time) instead of as a one-pixel-per-column image.
     fig.update_xaxes(title_text="step (weight updates)", type="category", tickangle=0)
     fig.update_yaxes(title_text="value", row=1, col=1)
-    return styled(fig, f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training")
+    styled(fig, f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training")
+    return fig.update_layout(margin_r=150)  # the colour bar and its title (see common.MARGIN)
 
 
 def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Figure:
