@@ -222,8 +222,23 @@ _JS_SETUP = """
 """
 
 
-def _controls(page) -> list[dict[str, Any]]:
-    """The page's display controls: (css selector, kind) from Streamlit's ``st-key-<key>`` classes."""
+def _controls(page, settle_s: float = 1.0, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+    """The page's display controls: (css selector, kind) from Streamlit's ``st-key-<key>`` classes.
+
+    Streamlit 1.67 loads each widget's code on first use and shows a placeholder meanwhile, so a
+    control can be on the page without its input yet: read until the list has not changed for
+    ``settle_s`` (a run once found the three toggles missing and cycled through four controls).
+    """
+    found, since, deadline = _read_controls(page), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() - since < settle_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _read_controls(page)
+        if now != found:
+            found, since = now, time.monotonic()
+    return found
+
+
+def _read_controls(page) -> list[dict[str, Any]]:
     return page.evaluate("""(prefix) => {
       const out = [];
       for (const el of document.querySelectorAll(`[class*="st-key-${prefix}"]`)) {
