@@ -47,7 +47,9 @@ export default function (component) {
   const host = parentElement.host || parentElement;
   const box = host.closest && host.closest('[data-testid="stElementContainer"]');
   if (box) box.style.display = 'none';
-  const drawn = () => document.querySelectorAll('.js-plotly-plot .main-svg').length >= data.charts;
+  // A drawn chart has two .main-svg layers: count the charts, not the layers.
+  const drawn = () => [...document.querySelectorAll('.js-plotly-plot')]
+    .filter(chart => chart.querySelector('.main-svg')).length >= data.charts;
   const poll = () => drawn() ? setTimeout(() => setStateValue('drawn', true), 0) : setTimeout(poll, 50);
   poll();
 }
