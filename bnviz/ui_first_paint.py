@@ -47,7 +47,7 @@ export default function (component) {
   const host = parentElement.host || parentElement;
   const box = host.closest && host.closest('[data-testid="stElementContainer"]');
   if (box) box.style.display = 'none';
-  // A drawn chart has two .main-svg layers: count the charts, not the layers.
+  // A drawn chart has several .main-svg layers (three): count the charts, not the layers.
   const drawn = () => [...document.querySelectorAll('.js-plotly-plot')]
     .filter(chart => chart.querySelector('.main-svg')).length >= data.charts;
   const poll = () => drawn() ? setTimeout(() => setStateValue('drawn', true), 0) : setTimeout(poll, 50);
