@@ -24,10 +24,12 @@ import torch.nn.functional as F
 
 from bnviz.config import Config
 from bnviz.data import Dataset, batches, load
-from bnviz.models import TAPS, build
+from bnviz.models import build
+from bnviz.record import TAPS
 from bnviz.record import bin_edges, new_history
 from bnviz import train as train_module
-from bnviz.train import evaluate, make_optimizer, record_snapshot, train
+from bnviz.recorder import Recorder
+from bnviz.train import evaluate, make_optimizer, train
 from bnviz.views import home
 
 from . import Result, interleaved, ratios, spread
@@ -76,9 +78,13 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
     optimizer = make_optimizer(config, model)
     xb, yb = data.x_train[:config.batch_size], data.y_train[:config.batch_size]
     model.train()
-    model.start_taps()
-    model(xb)
-    taps = model.collect_taps()
+    recorder = Recorder(model, model.recorded_layers(), history.edges)
+
+    def snapshot() -> None:
+        recorder.arm()
+        with torch.no_grad():
+            model(xb)
+        recorder.collect(0)
 
     def step() -> None:
         loss = F.cross_entropy(model(xb), yb)
@@ -88,12 +94,13 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
 
     n = 3 if quick else 30
     return {"step_ms": round(_per_call_ms(step, 10 * n), 3),
-            "snapshot_ms": round(_per_call_ms(lambda: record_snapshot(model, 0, taps, history), n), 3),
+            # a recorded forward pass less a plain one is the recorder's cost
+            "snapshot_ms": round(_per_call_ms(snapshot, n) - _per_call_ms(lambda: model(xb), n), 3),
             "evaluate_ms": round(_per_call_ms(lambda: evaluate(model, data, config, 0), n), 3)}
 
 
 def _in_run_ratio(config: Config, data: Dataset, runs: int) -> dict[str, float]:
-    """The recorder's share measured inside recorded runs: CPU time in ``record_snapshot`` and
+    """The recorder's share measured inside recorded runs: CPU time in ``Recorder.collect`` and
     ``evaluate`` against the rest of the same run. Both parts see the same machine at the same
     moments (they alternate step by step), so this is far less noisy than comparing two runs; it
     leaves out indirect costs (caches the recorder evicts), which the paired runs include."""
@@ -110,7 +117,7 @@ def _in_run_ratio(config: Config, data: Dataset, runs: int) -> dict[str, float]:
 
     ratios_ = []
     with mock.patch.object(train_module, "evaluate", timed(train_module.evaluate)), \
-            mock.patch.object(train_module, "record_snapshot", timed(train_module.record_snapshot)):
+            mock.patch.object(Recorder, "collect", timed(Recorder.collect)):
         for _ in range(runs):
             spent[0] = 0.0
             start = time.process_time()

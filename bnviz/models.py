@@ -2,9 +2,8 @@
 
 Every hidden layer is a :class:`Block` whose parts (weight layer, normalization, activation,
 dropout) run in the order the config asks for, so "BN before ReLU", "BN after ReLU" and
-"dropout before BN" are the same code with a different order. A block can be asked to keep the
-tensors at its tap points for one forward pass; that is how the recorder sees inside without a
-hook firing on every step.
+"dropout before BN" are the same code with a different order. The recorder (bnviz.recorder) sees
+inside by forward hooks, as it does in any other model.
 
 Randomness (initial weights, dropout masks) comes from a private ``torch.Generator`` seeded by the
 config, never from torch's global generator: a Streamlit server trains many sessions in threads of
@@ -18,17 +17,9 @@ from torch import nn
 
 from .config import Config
 from .norms import is_batchnorm, make_norm
+from .recorder import LayerSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-# Tap points of a block, in the order a tensor meets them (norm ones exist only with a norm).
-TAPS = ("pre_activation", "norm_input", "norm_output", "post_activation", "output")
-TAP_LABELS = {
-    "pre_activation": "pre-activation (input of the nonlinearity)",
-    "norm_input": "normalization input",
-    "norm_output": "normalization output",
-    "post_activation": "post-activation (output of the nonlinearity)",
-    "output": "layer output (input of the next layer)",
-}
 CNN_CHANNELS = (8, 16)
 
 
@@ -55,8 +46,8 @@ class Block(nn.Module):
     """One hidden layer: ``weight`` then ``norm``/``act``/``dropout`` in ``order``, then ``pool``.
 
     ``order`` is a tuple of part names ("norm", "act", "dropout") applied after the weight layer.
-    When :attr:`taps` is a dict, ``forward`` stores the tensors at the tap points in it (detached,
-    no copy): the recorder sets it for the one forward pass it wants to look at.
+    The recorder sees inside by hooks on ``norm``, ``act`` and the block itself
+    (:meth:`Net.recorded_layers`); nothing here knows about recording.
     """
 
     def __init__(self, weight: nn.Module, norm: nn.Module | None, act: nn.Module,
@@ -68,27 +59,13 @@ class Block(nn.Module):
         self.dropout = dropout
         self.pool = pool
         self.order = tuple(part for part in order if getattr(self, part) is not None)
-        self.taps: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.weight(x)
-        taps = self.taps
         for part in self.order:
-            if taps is not None:
-                if part == "act":
-                    taps["pre_activation"] = x.detach()
-                elif part == "norm":
-                    taps["norm_input"] = x.detach()
             x = getattr(self, part)(x)
-            if taps is not None:
-                if part == "act":
-                    taps["post_activation"] = x.detach()
-                elif part == "norm":
-                    taps["norm_output"] = x.detach()
         if self.pool is not None:
             x = self.pool(x)
-        if taps is not None:
-            taps["output"] = x.detach()
         return x
 
 
@@ -109,17 +86,11 @@ class Net(nn.Module):
             x = block(x)
         return self.head(x)
 
-    def start_taps(self) -> None:
-        for block in self.blocks:
-            block.taps = {}
-
-    def collect_taps(self) -> list[dict[str, torch.Tensor]]:
-        """The tensors stored since :meth:`start_taps`, one dict per block; stops tapping."""
-        out = []
-        for block in self.blocks:
-            out.append(block.taps or {})
-            block.taps = None
-        return out
+    def recorded_layers(self) -> list[LayerSpec]:
+        """One recorded layer per hidden block, named as the figures name them ("layer 1"), with
+        or without a norm: the recorder taps the norm's input and output, the activation's input
+        and output, and the block's output."""
+        return [LayerSpec(name=name, norm=b.norm, act=b.act, out=b) for name, b in zip(self.layer_names, self.blocks)]
 
     def batchnorms(self) -> list[tuple[int, nn.Module]]:
         """(block index, module) of every BatchNorm layer (torch's or the reference one)."""

@@ -21,8 +21,16 @@ import numpy as np
 import torch
 
 from .config import Config
-from .models import TAPS
 
+# Tap points of a layer, in the order a tensor meets them (norm ones exist only with a norm).
+TAPS = ("pre_activation", "norm_input", "norm_output", "post_activation", "output")
+TAP_LABELS = {
+    "pre_activation": "pre-activation (input of the nonlinearity)",
+    "norm_input": "normalization input",
+    "norm_output": "normalization output",
+    "post_activation": "post-activation (output of the nonlinearity)",
+    "output": "layer output (input of the next layer)",
+}
 # 15/50/85 are Ioffe & Szegedy's Figure 1; 0/7/16/31/50/69/84/93/100 are TensorBoard's
 # distribution bands (the normal's +-0.5, 1, 1.5 sigma and the extremes). Kept as one sorted set.
 IOFFE_PERCENTILES = (15, 50, 85)
@@ -181,48 +189,34 @@ class NormStats:
     running_var: np.ndarray | None   # unbiased, as torch stores it
     weight: np.ndarray | None        # gamma
     bias: np.ndarray | None          # beta
+    # How the layer ran in that forward (what the BN doctor checks): values per channel the batch
+    # statistics were taken over (N for (N, C), N*H*W for (N, C, H, W)); the module's training
+    # flag; whether it has parameters and none of them requires grad; torch's batch counter.
+    count: int = 0
+    training: bool = True
+    frozen: bool = False
+    num_batches_tracked: int | None = None
 
 
-_NORM_VECTORS = ("running_mean", "running_var", "weight", "bias")
+# Families of normalization layers, by what they average over (see bnviz.norms.norm_family).
+NORM_FAMILIES = ("batch", "layer", "group", "instance", "rms")
 
 
-def norm_stats(module: torch.nn.Module, norm_input: torch.Tensor | None) -> NormStats:
-    return norm_stats_many([module], [norm_input])[0]
+@dataclass(frozen=True)
+class LayerInfo:
+    """A recorded layer as the recorder found it: a normalization module (by its name in
+    ``model.named_modules()``) with the activation module that follows it, or, for bnviz's own
+    networks, a hidden block."""
 
-
-def norm_stats_many(modules: Sequence[torch.nn.Module], inputs: Sequence[torch.Tensor | None]) -> list[NormStats]:
-    """The :class:`NormStats` of several normalization layers, each given the input it normalized
-    in this forward pass (None: no batch statistics), computed together: one copy of every
-    layer's parameters and running statistics, and one numpy pass over the inputs of one shape.
-    As in :func:`tap_stats_many`, numpy's and torch's per-call overhead, not the arithmetic, is
-    what these small tensors cost (~0.07 ms a layer one by one)."""
-    vectors = [[getattr(m, name, None) for name in _NORM_VECTORS] for m in modules]
-    present = [v for layer in vectors for v in layer if v is not None]
-    kept: list[list[np.ndarray | None]] = [[None] * len(_NORM_VECTORS) for _ in modules]
-    if present:
-        with torch.no_grad():  # parameters require grad; the copy must not
-            flat = torch.cat(present).float().numpy()
-        at = 0
-        for layer, vs in zip(kept, vectors):
-            for j, v in enumerate(vs):
-                if v is not None:
-                    layer[j] = flat[at:at + v.numel()]
-                    at += v.numel()
-    # The batch statistics in numpy: mean and biased variance (the one BN normalizes with) per
-    # channel, over the batch and any spatial positions.
-    batch: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(modules)
-    shapes: dict[tuple, list[int]] = {}
-    for i, x in enumerate(inputs):
-        if x is not None and x.dim() >= 2:
-            shapes.setdefault((tuple(x.shape), x.dtype), []).append(i)
-    for rows in shapes.values():
-        a = torch.stack([inputs[i].detach() for i in rows]).float().numpy()   # (k, N, C, ...)
-        axes = (1, *range(3, a.ndim))
-        mean = a.mean(axis=axes, keepdims=True)
-        var = np.square(a - mean).mean(axis=axes)
-        for j, i in enumerate(rows):
-            batch[i] = (mean[j].reshape(-1), var[j])
-    return [NormStats(mean, var, *layer) for (mean, var), layer in zip(batch, kept)]
+    name: str                         # e.g. "layer1.0.bn1"; bnviz's own networks: "layer 1"
+    kind: str                         # class name of the norm module ("BatchNorm2d"), or "" without one
+    family: str | None                # one of NORM_FAMILIES, None without a norm module
+    channels: int                     # C: length of the per-channel arrays (0 without a norm module)
+    momentum: float | None = None     # PyTorch convention; None: cumulative average
+    eps: float | None = None
+    affine: bool = False              # has gamma/beta
+    tracks_running_stats: bool = False
+    activation: str | None = None     # class name of the activation module after it ("ReLU"), if any
 
 
 @dataclass(frozen=True)
@@ -293,7 +287,7 @@ class Thinned(Generic[T]):
 class History:
     """The compact record of one run; what every figure is drawn from."""
 
-    config: Config
+    config: Config | None                     # None for a run bnviz did not train (bnviz.watch)
     layer_names: list[str]
     edges: dict[str, np.ndarray]
     snapshots: Thinned[Snapshot]

@@ -12,7 +12,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ from torch import nn
 from . import optim
 from .config import Config, check
 from .data import Dataset, batches, load
-from .models import TAPS, Net, accuracy, build, loss_fn
-from .record import EvalPoint, History, Snapshot, bin_edges, new_history, norm_stats_many, tap_stats_many
+from .models import Net, accuracy, build, loss_fn
+from .record import TAPS, EvalPoint, History, bin_edges, new_history
+from .recorder import Recorder
 
 # Called after every evaluation, the one before the first update included, with (updates done,
 # total steps, history so far); returning False stops the run early (the history then says where).
@@ -228,31 +229,108 @@ def evaluate(model: Net, data: Dataset, config: Config, step: int) -> EvalPoint:
                      population=population)
 
 
-def record_snapshot(model: Net, step: int, taps: list[dict[str, torch.Tensor]], history: History) -> Snapshot:
-    # Two tap points hold the same tensor when nothing runs between them (BN's output is the
-    # activation's input; without dropout or pooling the activation's output is the layer's):
-    # such a tensor is summarised once. The tensors of one shape (every layer of an MLP) are
-    # summarised together, in one go.
-    groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray]]] = {}
-    places: dict[tuple[int, str], tuple[tuple, tuple]] = {}
-    for i, block_taps in enumerate(taps):
-        for name, tensor in block_taps.items():
-            if name == "norm_input":
-                continue
-            edges = history.edges[name]
-            group = (tuple(tensor.shape), tensor.dtype)
-            same = (tensor.data_ptr(), tensor.stride(), id(edges))  # a run's edges are fixed arrays
-            groups.setdefault(group, {}).setdefault(same, (tensor, edges))
-            places[(i, name)] = (group, same)
-    summaries = {}
-    for group, members in groups.items():
-        tensors, edges = zip(*members.values())
-        for same, stats in zip(members, tap_stats_many(tensors, list(edges))):
-            summaries[(group, same)] = stats
-    tap_out = {place: summaries[key] for place, key in places.items()}
-    normed = [i for i, block in enumerate(model.blocks) if block.norm is not None]
-    stats = norm_stats_many([model.blocks[i].norm for i in normed], [taps[i].get("norm_input") for i in normed])
-    return Snapshot(step=step, taps=tap_out, norms=dict(zip(normed, stats)))
+class Callback:
+    """What the loop tells the code around it; override the moments you need.
+
+    ``before_step`` sees the model with the weights after ``step`` updates and that step's batch,
+    before the forward pass (the landscape probes, a recorder arming its hooks). ``after_forward``
+    sees the step's logits and loss before the backward pass. ``after_step`` runs after the update;
+    returning False stops training. Callbacks must not change the model or draw from a generator
+    the training uses, or the run is no longer the run its config names.
+    """
+
+    def before_step(self, step: int, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
+
+    def after_forward(self, step: int, logits: torch.Tensor, loss: float, y: torch.Tensor) -> None:
+        pass
+
+    def after_step(self, step: int, model: nn.Module, loss: float) -> "bool | None":
+        return None
+
+
+@dataclass(frozen=True)
+class LoopEnd:
+    """How :func:`run_loop` ended: updates done, and the step whose loss was not finite or the
+    number of updates after which a callback stopped it."""
+
+    done: int
+    diverged_at: int | None = None
+    stopped_at: int | None = None
+
+
+def run_loop(model: nn.Module, optimizer: optim.Sgd | optim.Adam, stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
+             steps: int, callbacks: Sequence[Callback] = ()) -> LoopEnd:
+    """The training loop every bnviz run goes through: ``steps`` times forward, cross-entropy,
+    backward, update, with ``callbacks`` told at each moment (see :class:`Callback`).
+
+    A NaN/inf loss stops training before its update (``diverged_at``). The model is put in
+    training mode first; a callback's ``before_step`` may set modes per step (fine-tuning with
+    frozen BN keeps BN in eval mode).
+    """
+    model.train()
+    for step in range(steps):
+        xb, yb = next(stream)
+        for cb in callbacks:
+            cb.before_step(step, model, xb, yb)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        value = loss.item()
+        for cb in callbacks:
+            cb.after_forward(step, logits, value, yb)
+        if not math.isfinite(value):
+            return LoopEnd(done=step, diverged_at=step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stop = False
+        for cb in callbacks:
+            stop = cb.after_step(step, model, value) is False or stop
+        if stop:
+            return LoopEnd(done=step + 1, stopped_at=step + 1 if step + 1 < steps else None)
+    return LoopEnd(done=steps)
+
+
+class _Recording(Callback):
+    """What :func:`train` keeps: snapshots by the recorder at the history's cadence, the loss
+    curve, and evaluations with the progress callback."""
+
+    def __init__(self, config: Config, recorder: Recorder | None, history: History, data: Dataset,
+                 model: Net, progress: ProgressFn | None):
+        self.config, self.recorder, self.history, self.data = config, recorder, history, data
+        self.model, self.progress = model, progress
+        self.last = config.steps - 1
+
+    def before_step(self, step, model, x, y):
+        if self.recorder is not None and (self.history.snapshots.due(step) or step == self.last):
+            self.recorder.arm()
+
+    def after_forward(self, step, logits, loss, y):
+        if self.recorder is not None and self.recorder.armed:
+            snap = self.recorder.collect(step)
+            if snap is not None:
+                self.history.snapshots.add(step, snap)
+        # Only steps the thinned series still wants: adding every step would halve its
+        # resolution again at every step once it is full.
+        if math.isfinite(loss) and (self.history.losses.due(step) or step == self.last):
+            self.history.losses.add(step, (loss, accuracy(logits, y)))
+
+    def after_step(self, step, model, loss):
+        done = step + 1
+        if self.recorder is not None and (self.history.evals.due(done) or done == self.config.steps):
+            self.history.evals.add(done, evaluate(self.model, self.data, self.config, done))
+            if self.progress is not None and self.progress(done, self.config.steps, self.history) is False:
+                return False
+        return None
+
+
+def build_for(config: Config, data: Dataset) -> tuple[Net, optim.Sgd | optim.Adam, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """The model, optimizer and batch stream ``config`` names: initial weights from a generator
+    seeded by ``config.seed``, batches from one seeded by ``config.seed + 1``."""
+    model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, torch.Generator().manual_seed(config.seed))
+    optimizer = make_optimizer(config, model)
+    stream = _endless_batches(data, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
+    return model, optimizer, stream
 
 
 def train(config: Config, progress: ProgressFn | None = None, *, dataset: Dataset | None = None,
@@ -264,52 +342,119 @@ def train(config: Config, progress: ProgressFn | None = None, *, dataset: Datase
     ``history.diverged_at`` names the step.
 
     ``record=False`` trains the same steps on the same batches but takes no snapshots and runs no
-    evaluations (so ``progress`` is never called; the history holds only the per-step losses):
-    the baseline ``benchmarks/`` measures the recorder's overhead against.
+    evaluations (so ``progress`` is never called; the history holds only the losses): the
+    baseline ``benchmarks/`` measures the recorder's overhead against.
     """
     check(config)
     started = time.perf_counter()
     data = dataset if dataset is not None else load(config)
-    init_gen = torch.Generator().manual_seed(config.seed)
-    model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, init_gen)
-    optimizer = make_optimizer(config, model)
-    stream = _endless_batches(data, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
+    model, optimizer, stream = build_for(config, data)
     history = new_history(config, model.layer_names, {tap: bin_edges(tap, config) for tap in TAPS})
+    recorder = Recorder(model, model.recorded_layers(), history.edges) if record else None
+    steps = config.steps
     if record:
         history.evals.add(0, evaluate(model, data, config, 0))
         # Called before the first update too: a live chart can show the starting point while the
         # first steps train, instead of appearing only after the first eval_every steps.
         if progress is not None and progress(0, config.steps, history) is False:
-            history.stopped_at = 0
-
-    model.train()
-    for step in range(config.steps if history.stopped_at is None else 0):
-        xb, yb = next(stream)
-        recording = record and (history.snapshots.due(step) or step == config.steps - 1)
-        if recording:
-            model.start_taps()
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
-        loss_value = loss.item()
-        if recording:
-            history.snapshots.add(step, record_snapshot(model, step, model.collect_taps(), history))
-        if not math.isfinite(loss_value):
-            history.diverged_at = step
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # Only steps the thinned series still wants: adding every step would halve its
-        # resolution again at every step once it is full.
-        if history.losses.due(step) or step == config.steps - 1:
-            history.losses.add(step, (loss_value, accuracy(logits, yb)))
-        done = step + 1
-        if record and (history.evals.due(done) or done == config.steps):
-            history.evals.add(done, evaluate(model, data, config, done))
-            if progress is not None and progress(done, config.steps, history) is False:
-                if done < config.steps:
-                    history.stopped_at = done
-                break
+            history.stopped_at = steps = 0
+    end = run_loop(model, optimizer, stream, steps, [_Recording(config, recorder, history, data, model, progress)])
+    history.diverged_at = end.diverged_at
+    if end.stopped_at is not None:
+        history.stopped_at = end.stopped_at
     model.eval()
     history.elapsed_s = time.perf_counter() - started
     return Run(config=config, history=history, model=model, dataset=data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-step curves for the experiments that look at the model between updates
+
+
+# Called before the update of step ``step`` with the model (weights after ``step`` updates, train
+# mode) and that step's batch. It must not change the model: work on a copy.
+StepFn = Callable[[int, Net, torch.Tensor, torch.Tensor], None]
+# (updates done, total steps); called every ``config.eval_every`` updates and at the end.
+LoopProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Curves:
+    """What one run of :func:`train_steps` records: every step's loss, not thinned."""
+
+    loss: np.ndarray          # training cross-entropy of step i's batch (train mode), one per update
+    batch_acc: np.ndarray     # accuracy on that batch
+    eval_steps: np.ndarray    # updates done at each evaluation (0 first)
+    test_acc: np.ndarray      # eval-mode accuracy on the test split (BN with running statistics)
+    test_loss: np.ndarray     # eval-mode cross-entropy on the test split
+    diverged_at: int | None   # step whose loss was NaN/inf (training stopped there)
+
+    @property
+    def initial_loss(self) -> float:
+        return float(self.loss[0]) if len(self.loss) else math.nan
+
+    def final_loss(self, fraction: float = 0.1) -> float:
+        """Mean training loss over the last ``fraction`` of the steps (NaN if the run diverged)."""
+        if self.diverged_at is not None or not len(self.loss):
+            return math.nan
+        tail = max(1, int(round(len(self.loss) * fraction)))
+        return float(np.mean(self.loss[-tail:]))
+
+
+@torch.no_grad()
+def _test(model: nn.Module, data: Dataset) -> tuple[float, float]:
+    model.eval()
+    logits = model(data.x_test)
+    model.train()
+    return accuracy(logits, data.y_test), loss_fn(logits, data.y_test).item()
+
+
+class _CurveRecording(Callback):
+    def __init__(self, config: Config, data: Dataset, on_step: StepFn | None, progress: LoopProgress | None):
+        self.config, self.data, self.on_step, self.progress = config, data, on_step, progress
+        self.losses: list[float] = []
+        self.batch_acc: list[float] = []
+        acc0 = loss0 = math.nan
+        self.evals = [[0], [acc0], [loss0]]
+
+    def before_step(self, step, model, x, y):
+        if self.on_step is not None:
+            self.on_step(step, model, x, y)
+
+    def after_forward(self, step, logits, loss, y):
+        if math.isfinite(loss):
+            self.losses.append(loss)
+            self.batch_acc.append(accuracy(logits, y))
+
+    def after_step(self, step, model, loss):
+        done = step + 1
+        if done % self.config.eval_every == 0 or done == self.config.steps:
+            acc, tl = _test(model, self.data)
+            for series, value in zip(self.evals, (done, acc, tl)):
+                series.append(value)
+            if self.progress is not None:
+                self.progress(done, self.config.steps)
+
+
+def train_steps(config: Config, *, prepare: Callable[[Net], None] | None = None, on_step: StepFn | None = None,
+                progress: LoopProgress | None = None, dataset: Dataset | None = None) -> tuple[Curves, Net]:
+    """Train as :func:`train` does (same model, batches and updates: the same run), calling
+    ``prepare(model)`` once before the first step and ``on_step(step, model, x, y)`` before every
+    update, keeping every step's loss. Returns the curves and the final model (eval mode).
+
+    For the experiments that look at the weights between updates (the loss-landscape probes) or
+    change the model before training (noisy BN). A NaN/inf loss stops training
+    (``Curves.diverged_at``).
+    """
+    check(config)
+    data = dataset if dataset is not None else load(config)
+    model, optimizer, stream = build_for(config, data)
+    if prepare is not None:
+        prepare(model)
+    curves = _CurveRecording(config, data, on_step, progress)
+    curves.evals[1][0], curves.evals[2][0] = _test(model, data)
+    end = run_loop(model, optimizer, stream, config.steps, [curves])
+    model.eval()
+    steps, acc, loss = (np.asarray(s) for s in curves.evals)
+    return Curves(loss=np.asarray(curves.losses), batch_acc=np.asarray(curves.batch_acc), eval_steps=steps,
+                  test_acc=acc, test_loss=loss, diverged_at=end.diverged_at), model

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from bnviz import figures, ui
-from bnviz.models import TAP_LABELS
+from bnviz.record import TAP_LABELS
 from bnviz.views import histograms
 
 st.set_page_config(page_title="bnviz: activation histograms", page_icon="📊", layout="wide")

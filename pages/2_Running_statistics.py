@@ -3,7 +3,8 @@ import math
 
 import streamlit as st
 
-from bnviz import figures, streams, theory, ui
+from bnviz import figures, theory, ui
+from bnviz.experiments import streams
 from bnviz.views import running
 
 st.set_page_config(page_title="bnviz: running statistics", page_icon="📊", layout="wide")

@@ -1,7 +1,8 @@
 """Train vs eval mode, single-sample inference, and a batch-size sweep of BN / GN / LN / no norm."""
 import streamlit as st
 
-from bnviz import sweeps, ui
+from bnviz import ui
+from bnviz.experiments import sweeps
 from bnviz.config import problems
 from bnviz.figures import batchsize as figs
 from bnviz.views import batchsize as view

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bnviz import bn_steps, ui, whitening
+from bnviz import ui
+from bnviz.experiments import bn_steps, whitening
 from bnviz.views import inside
 
 st.set_page_config(page_title="bnviz: inside BN", page_icon="📊", layout="wide")

@@ -4,7 +4,8 @@ from dataclasses import asdict
 import numpy as np
 import streamlit as st
 
-from bnviz import lr_sweep, ui
+from bnviz import ui
+from bnviz.experiments import lr_sweep
 from bnviz.config import problems
 from bnviz.views import why
 

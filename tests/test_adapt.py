@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz import adapt
+from bnviz.experiments import adapt
 from bnviz.config import Config
 from bnviz.data import shift_features
 from bnviz.models import accuracy

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bnviz import landscape, lr_sweep, noisy_bn
+from bnviz.experiments import landscape, lr_sweep, noisy_bn
 from bnviz.config import Config
-from bnviz.loop import train_steps
+from bnviz.train import train_steps
+from taps import block_taps
 from bnviz.models import loss_fn
 from bnviz.train import train
 
@@ -158,10 +159,7 @@ def test_noise_shifts_and_scales_each_channel_by_the_drawn_amounts():
     noisy_bn.add_noise(model, noise, seed=7)
     model.train()
     x = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
-    model.start_taps()
-    with torch.no_grad():
-        model(x)
-    taps = model.collect_taps()
+    taps = block_taps(model, x)
     # the draws the hook made, in its order: per BN layer, first the shifts then the scales
     gen = torch.Generator().manual_seed(7)
     for block in taps:
@@ -174,10 +172,7 @@ def test_noise_shifts_and_scales_each_channel_by_the_drawn_amounts():
         np.testing.assert_allclose(out.std(0, unbiased=False).numpy(), s.numpy(), rtol=1e-3)
         assert (m.abs() <= noise.shift).all() and (s >= 1).all() and (s <= noise.scale).all()
     model.eval()
-    model.start_taps()
-    with torch.no_grad():
-        model(x)
-    for block, layer in zip(model.collect_taps(), model.blocks):
+    for block, layer in zip(block_taps(model, x), model.blocks):
         bn = layer.norm
         with torch.no_grad():
             expected = nn.functional.batch_norm(block["norm_input"], bn.running_mean, bn.running_var, bn.weight,

@@ -48,12 +48,13 @@ def test_bad_input_explains_itself():
 
 def test_figure_panels_are_the_history_and_the_percentiles_match_numpy():
     """(b, c) are the History's unit-0 percentiles of the last layer's sigmoid input; the last of them
-    is recomputed with numpy from the network replayed to that step (bnviz.loop reproduces train)."""
+    is recomputed with numpy from the network replayed to that step (bnviz.train reproduces train)."""
     import copy
 
     import torch
 
-    from bnviz.loop import train_steps
+    from bnviz.train import train_steps
+    from taps import block_taps
     from bnviz.train import train
     from bnviz.views import figure1
 
@@ -78,11 +79,7 @@ def test_figure_panels_are_the_history_and_the_percentiles_match_numpy():
 
         def grab(step, model, xb, yb, seen=seen):
             if step == config.steps - 1:
-                net = copy.deepcopy(model)
-                net.start_taps()
-                with torch.no_grad():
-                    net(xb)
-                seen["x"] = net.collect_taps()[layer]["pre_activation"][:, 0].numpy()
+                seen["x"] = block_taps(copy.deepcopy(model), xb)[layer]["pre_activation"][:, 0].numpy()
         train_steps(runs[label].config, on_step=grab)
         assert steps[-1] == config.steps - 1
         np.testing.assert_allclose(stats[-1].unit_percentiles[idx], np.percentile(seen["x"], IOFFE_PERCENTILES),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from bnviz import bn_steps
+from bnviz.experiments import bn_steps
 from bnviz.views import inside
 
 ROOT = Path(__file__).resolve().parents[1]

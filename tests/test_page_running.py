@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bnviz import export, streams, theory
+from bnviz import export, theory
+from bnviz.experiments import streams
 from bnviz.config import Config
 from bnviz.train import train
 from bnviz.views import registry, running

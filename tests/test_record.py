@@ -6,9 +6,9 @@ import torch
 from bnviz.config import Config
 from bnviz.models import build
 from bnviz.record import PERCENTILES, Thinned, bin_edges, tap_stats, tap_stats_many
-from bnviz.train import record_snapshot
+from bnviz.recorder import Recorder
 from bnviz.record import new_history
-from bnviz.models import TAPS
+from bnviz.record import TAPS
 
 
 def _check_against_numpy(x: torch.Tensor, edges: np.ndarray):
@@ -108,11 +108,12 @@ def test_snapshot_taps_describe_the_real_forward_pass(placement):
     model = build(cfg, (64,), 10)
     model.train()
     x = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
-    model.start_taps()
-    model(x)
-    taps = model.collect_taps()
     history = new_history(cfg, model.layer_names, {t: bin_edges(t, cfg) for t in TAPS})
-    snap = record_snapshot(model, 0, taps, history)
+    recorder = Recorder(model, model.recorded_layers(), history.edges)
+    recorder.arm()
+    model(x)
+    taps = recorder.tensors()
+    snap = recorder.collect(0)
     for i, block_taps in enumerate(taps):
         torch.testing.assert_close(block_taps["post_activation"], torch.relu(block_taps["pre_activation"]))
         norm_out = block_taps["norm_output"].numpy()

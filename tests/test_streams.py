@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz import streams, theory
-from bnviz.streams import StreamSpec
+from bnviz import theory
+from bnviz.experiments import streams
+from bnviz.experiments.streams import StreamSpec
 
 SPECS = [
     StreamSpec(),                                                       # stationary, N(1, 2^2)

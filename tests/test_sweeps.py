@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnviz import sweeps
+from bnviz.experiments import sweeps
 from bnviz.config import Config
 from bnviz.record import NormStats, Snapshot, Thinned
 from bnviz.train import Run, train

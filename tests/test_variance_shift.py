@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bnviz import theory
-from bnviz import variance_shift as vs
+from bnviz.experiments import variance_shift as vs
 from bnviz.config import Config
 from bnviz.models import SeededDropout
 from bnviz.train import train

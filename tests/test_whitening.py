@@ -1,10 +1,10 @@
-"""bnviz.whitening against numpy/scipy: covariances, standardization, PCA/ZCA whitening, eigh gradients."""
+"""bnviz.experiments.whitening against numpy/scipy: covariances, standardization, PCA/ZCA whitening, eigh gradients."""
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from bnviz import whitening
+from bnviz.experiments import whitening
 from bnviz.data import correlated_gaussian
 
 

@@ -6,8 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..models import TAP_LABELS
-from ..record import IOFFE_PERCENTILES, PERCENTILES, History, Snapshot
+from ..record import IOFFE_PERCENTILES, PERCENTILES, TAP_LABELS, History, Snapshot
 from .common import color, rgba, styled, subplots
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..record import History
-from ..sweeps import NORM_LABELS, BatchDependence, Sweep
+from ..experiments.sweeps import NORM_LABELS, BatchDependence, Sweep
 from .common import color, styled, subplots
 
 NORM_COLORS = {"batchnorm": color(0), "reference": color(0), "groupnorm": color(2), "layernorm": color(3),

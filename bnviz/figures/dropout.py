@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..variance_shift import LayerShift, StatisticsFix
+from ..experiments.variance_shift import LayerShift, StatisticsFix
 from .common import color, styled, subplots
 
 

@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from ..bn_steps import BatchSteps, ConvChannels
+from ..experiments.bn_steps import BatchSteps, ConvChannels
 from .common import color, styled, subplots
 
 

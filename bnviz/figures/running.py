@@ -1,7 +1,7 @@
 """Figures of BatchNorm's running statistics: a simulated stream, and a training network.
 
 Pure functions from numbers to ``plotly.graph_objects.Figure``. The stream figures draw the
-running estimates of :mod:`bnviz.streams` with their expected value and a +-2 standard deviation
+running estimates of :mod:`bnviz.experiments.streams` with their expected value and a +-2 standard deviation
 band; the network figures draw a layer's running statistics against the population statistics of
 the current weights (:class:`RunningVsPopulation`) and the three ways of evaluating a BN network.
 Curves are passed as ``{label: data}``; colours follow the order of the mapping.
@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..record import History
-from ..streams import Stream
+from ..experiments.streams import Stream
 from .common import color, rgba, styled, subplots
 
 TRUE_COLOR = "#222222"

@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from ..adapt import FirstLayerStats, PreciseCurve, ShiftCurve, Transfer
+from ..experiments.adapt import FirstLayerStats, PreciseCurve, ShiftCurve, Transfer
 from .common import HEIGHT, color, styled, subplots
 
 

@@ -6,9 +6,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..landscape import LandscapeRun
-from ..loop import Curves
-from ..lr_sweep import SweepPoint, largest_stable
+from ..experiments.landscape import LandscapeRun
+from ..train import Curves
+from ..experiments.lr_sweep import SweepPoint, largest_stable
 from .common import color, rgba, styled, subplots
 
 

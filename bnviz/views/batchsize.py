@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .. import sweeps
+from ..experiments import sweeps
 from ..config import Config, problems
 from ..figures import batchsize as figs
 from ..train import Run, train

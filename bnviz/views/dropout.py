@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .. import variance_shift as vs
+from ..experiments import variance_shift as vs
 from ..config import DROPOUT_POSITIONS, Config, parse_list, parse_number
 from ..figures import dropout as figs
 from ..train import EVAL_SUBSET, Run, train

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from ..config import Config
 from ..figures import activations as figs
-from ..models import TAP_LABELS
+from ..record import TAP_LABELS
 from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES, History
 from ..train import Run
 from . import View

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import bn_steps, whitening
+from ..experiments import bn_steps, whitening
 from ..config import Config
 from ..data import correlated_gaussian
 from ..figures import inside as figs

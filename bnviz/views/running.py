@@ -1,6 +1,6 @@
 """Running statistics vs momentum: BN's running averages on a known stream, and in a network.
 
-Part (a) needs no training: :mod:`bnviz.streams` simulates batches from a known distribution and
+Part (a) needs no training: :mod:`bnviz.experiments.streams` simulates batches from a known distribution and
 the running estimates for several momenta. Part (b) trains the same network once per momentum and
 compares a BN layer's running statistics with the population statistics of the current weights,
 and eval accuracy with running, population and batch statistics.
@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import streams, theory
+from .. import theory
+from ..experiments import streams
 from ..config import Config, parse_list, parse_number
 from ..figures import running as figs
 from ..train import Run

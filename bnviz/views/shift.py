@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 
-from .. import adapt
+from ..experiments import adapt
 from ..config import SHIFTS, Config, parse_number
 from ..data import shift_features
 from ..figures import shift as figs

@@ -4,10 +4,10 @@ Three experiments, none of which is a plain :func:`bnviz.train.train` run, so ``
 and :func:`make_figures` computes them (the page calls the same functions one by one, cached and
 with progress):
 
-* :func:`sweep_points`: :mod:`bnviz.lr_sweep` over :data:`bnviz.lr_sweep.DEFAULT_LRS`;
-* :func:`landscape_runs`: :mod:`bnviz.landscape`, the network with and without BN, probed at
+* :func:`sweep_points`: :mod:`bnviz.experiments.lr_sweep` over :data:`bnviz.experiments.lr_sweep.DEFAULT_LRS`;
+* :func:`landscape_runs`: :mod:`bnviz.experiments.landscape`, the network with and without BN, probed at
   15 steps;
-* :func:`noisy_run`: :mod:`bnviz.noisy_bn`; the figure's BN and no-BN curves are those of the landscape
+* :func:`noisy_run`: :mod:`bnviz.experiments.noisy_bn`; the figure's BN and no-BN curves are those of the landscape
   runs (the probes never change a run, and the loops are identical), so only the noisy network
   trains again.
 
@@ -23,10 +23,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from .. import landscape, lr_sweep, noisy_bn
+from ..experiments import landscape, lr_sweep, noisy_bn
 from ..config import Config
 from ..figures import why as figs
-from ..loop import Curves
+from ..train import Curves
 from ..train import Run
 from . import View
 from .settings import snap

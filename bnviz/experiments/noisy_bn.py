@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .config import Config
-from .data import Dataset
-from .loop import Curves, LoopProgress, train_steps
-from .models import Net
+from ..config import Config
+from ..data import Dataset
+from ..train import Curves, LoopProgress, train_steps
+from ..models import Net
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def add_noise(model: Net, noise: Noise, seed: int) -> list[RemovableHandle]:
 def train_noisy(config: Config, noise: Noise, *, progress: LoopProgress | None = None,
                 dataset: Dataset | None = None) -> Curves:
     """Train ``config`` (which must use BatchNorm) with noisy BN; same data, batches and initial
-    weights as the clean run of :func:`bnviz.loop.train_steps`."""
+    weights as the clean run of :func:`bnviz.train.train_steps`."""
     curves, _ = train_steps(config, prepare=lambda model: add_noise(model, noise, config.seed + 2),
                             progress=progress, dataset=dataset)
     return curves

@@ -27,10 +27,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from . import theory
-from .config import Config, ConfigError, check, parse_list, parse_number
-from .models import Net
-from .train import Run, batchnorm_train_mode, preserved_norm_state
+from .. import theory
+from ..config import Config, ConfigError, check, parse_list, parse_number
+from ..models import Net
+from ..train import Run, batchnorm_train_mode, preserved_norm_state
 
 DEFAULT_BATCH_SIZES = (2, 4, 8, 16, 32, 64)
 SWEEP_NORMS = ("batchnorm", "groupnorm", "layernorm", "none")

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import Net
-from .norms import BatchNorm
-from .train import batchnorm_train_mode
+from ..models import Net
+from ..norms import BatchNorm
+from ..recorder import Recorder
+from ..train import batchnorm_train_mode
 
 EPS = 1e-5
 
@@ -115,10 +116,12 @@ def conv_channels(model: Net, images: torch.Tensor, block: int = 0) -> ConvChann
     if norm is None or not isinstance(net.blocks[block].weight, nn.Conv2d):
         raise ValueError("conv_channels needs a CNN whose conv block has a BatchNorm2d layer")
     batchnorm_train_mode(net)
-    net.start_taps()
+    recorder = Recorder(net, net.recorded_layers(), any_mode=True)
+    recorder.arm()
     with torch.no_grad():
         net(images)
-    taps = net.collect_taps()[block]
+    taps = recorder.tensors()[block]
+    recorder.close()
     conv, bn = taps["norm_input"].numpy(), taps["norm_output"].numpy()
     mean, var = channel_statistics(conv)
     return ConvChannels(images=images[:, 0].numpy(), conv=conv, bn=bn, batch_mean=mean, batch_var=var,

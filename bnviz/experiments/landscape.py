@@ -14,7 +14,7 @@ sizes ``eta``, on the same mini-batch:
   largest change of gradient per unit of distance moved (a local Lipschitz constant of the
   gradient in that direction).
 
-Why our own training loop (:func:`bnviz.loop.train_steps`): the probes need the weights at
+Why our own training loop (:func:`bnviz.train.train_steps`): the probes need the weights at
 intermediate steps, which :func:`bnviz.train.train` keeps to itself (its callback sees only the
 History). The loop reproduces ``train``'s trajectory exactly, and every probe runs on a deep copy,
 so measuring never changes the run. The model stays in training mode, as in a training step:
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
-from .data import Dataset
-from .loop import Curves, LoopProgress, train_steps
-from .models import Net, loss_fn
+from ..config import Config
+from ..data import Dataset
+from ..train import Curves, LoopProgress, train_steps
+from ..models import Net, loss_fn
 
 # Step sizes as multiples of the learning rate: around one SGD step (eta = lr), as in Santurkar et
 # al., who probe steps of the order of the training step.

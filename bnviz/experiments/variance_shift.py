@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import theory
-from .models import Net, accuracy, loss_fn
-from .train import accuracy_with_stats, population_statistics, preserved_norm_state
+from .. import theory
+from ..models import Net, accuracy, loss_fn
+from ..recorder import Recorder
+from ..train import accuracy_with_stats, population_statistics, preserved_norm_state
 
 
 def linear_after_dropout_ratio(weight: np.ndarray, second_moment: np.ndarray, eval_var: np.ndarray,
@@ -115,12 +116,14 @@ def measure_variance_shift(model: Net, x: torch.Tensor, seed: int = 0) -> list[L
     keep = _keep(net)
     batchnorms = dict(net.batchnorms())
     taps = {}
+    recorder = Recorder(net, net.recorded_layers(), any_mode=True)
     with preserved_norm_state(net):
         for mode in ("eval", "train"):
             net.train(mode == "train")
-            net.start_taps()
+            recorder.arm()
             net(x)
-            taps[mode] = net.collect_taps()
+            taps[mode] = recorder.tensors()
+            recorder.disarm()
     out = []
     for i in batchnorms:
         train_in, eval_in = taps["train"][i]["norm_input"], taps["eval"][i]["norm_input"]

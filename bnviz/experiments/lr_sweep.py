@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .config import Config
-from .data import Dataset, load
-from .loop import train_steps
+from ..config import Config
+from ..data import Dataset, load
+from ..train import train_steps
 
 DEFAULT_LRS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 TAIL = 0.1          # fraction of the final steps averaged for the "final loss"

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
-from .data import batches, shift_features
-from .models import Net, accuracy, loss_fn
-from .optim import Sgd
-from .train import batchnorm_train_mode, population_statistics
+from ..data import batches, shift_features
+from ..models import Net, accuracy, loss_fn
+from ..optim import Sgd
+from ..train import Callback, batchnorm_train_mode, population_statistics, run_loop
 
 
 def precise_bn_batches(n_samples: int, batch_size: int, n_batches: int, seed: int = 0) -> list[torch.Tensor]:
@@ -131,22 +131,27 @@ def finetune(model: Net, x: torch.Tensor, y: torch.Tensor, *, bn: BnMode, steps:
     bn_params = {id(p) for _, m in net.batchnorms() for p in m.parameters()}
     params = [p for p in net.parameters() if bn == "trainable" or id(p) not in bn_params]
     optimizer = Sgd(params, lr=lr)  # torch.optim.SGD's update, without its torch._dynamo import
-    done = 0
-    while done < steps:
-        for xb, yb in batches(x, y, batch_size, gen):
-            net.train()
-            if bn == "frozen":
-                for _, m in net.batchnorms():
-                    m.eval()
-            loss = loss_fn(net(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == steps:
-                break
+    run_loop(net, optimizer, _epochs(x, y, batch_size, gen), steps, [_BnMode(bn)])
     net.eval()
     return net
+
+
+def _epochs(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from batches(x, y, batch_size, gen)
+
+
+class _BnMode(Callback):
+    """Fine-tuning with frozen BN: the network trains, its BN layers stay in eval mode."""
+
+    def __init__(self, bn: BnMode):
+        self.bn = bn
+
+    def before_step(self, step, model, x, y):
+        model.train()
+        if self.bn == "frozen":
+            for _, m in model.batchnorms():
+                m.eval()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import theory
+from .. import theory
 
 DRIFTS = ("none", "linear", "step")
 INITIAL = {"mean": 0.0, "var": 1.0, "var_biased": 1.0}  # torch's running_mean / running_var start

@@ -1,0 +1,432 @@
+"""The recorder: forward hooks on any ``torch.nn.Module``'s normalization layers, and compact numbers.
+
+A *layer* is what the figures call one: a normalization module found by type (every BatchNorm,
+SyncBatchNorm and LazyBatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm, bnviz's reference
+BatchNorm) together with the activation module that consumes its output, where the model has one
+as a module. bnviz's own networks hand the recorder their hidden blocks instead (a block without
+a norm is a layer too: the "without BN" run is drawn beside the "with BN" one).
+
+How it stays free when it is not recording (the fastai ``Hooks`` / ``wandb.watch`` idea, made
+cheap): hooks exist only while a step is armed. :meth:`Recorder.arm` registers them before the
+forward pass of a recorded step; each hook copies what it sees once; :meth:`Recorder.collect`
+summarises the copies into a :class:`~bnviz.record.Snapshot` and removes the hooks. Steps that are
+not recorded run with no hook registered, so torch takes its hook-free fast path.
+
+What a hook copies, and why it copies: the norm layer's input (for the per-channel batch mean and
+biased variance), its output, the activation's input and output, and the layer's running buffers
+and gamma/beta as they are right after its forward. ``ReLU(inplace=True)`` and ``out += identity``
+overwrite tensors after the hook has seen them, and the optimizer changes gamma/beta before the
+user calls ``step``: a reference would record the wrong numbers. Copies are taken only on
+recorded steps; reading never writes, so training is the same bit for bit with or without it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from .norms import BatchNorm as ReferenceBatchNorm
+from .record import LayerInfo, NormStats, Snapshot, TapStats, tap_stats_many
+
+# Activation modules the recorder pairs with a norm layer: the nonlinearities torch ships as modules.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
+    nn.Tanhshrink, nn.LogSigmoid,
+)
+
+# Taps summarised as histograms. "norm_input" is summarised only per channel (NormStats): its
+# range is the previous layer's business, and a histogram of it on shared edges says little.
+HISTOGRAM_TAPS = ("pre_activation", "norm_output", "post_activation", "output")
+
+
+def norm_family(module: nn.Module) -> str | None:
+    """What a normalization module averages over: "batch" (BatchNorm of any kind), "layer",
+    "group", "instance", "rms"; None for anything else."""
+    if isinstance(module, (_BatchNorm, ReferenceBatchNorm)):
+        return "batch"
+    if isinstance(module, _InstanceNorm):
+        return "instance"
+    if isinstance(module, nn.LayerNorm):
+        return "layer"
+    if isinstance(module, nn.GroupNorm):
+        return "group"
+    rms = getattr(nn, "RMSNorm", None)
+    if rms is not None and isinstance(module, rms):
+        return "rms"
+    return None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``DistributedDataParallel`` / ``DataParallel``: its layer names are the
+    ones the user's code uses ("layer1.0.bn1", not "module.layer1.0.bn1")."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Which modules make up one recorded layer.
+
+    ``norm``: its input gives the batch statistics, its output the "norm_output" tap, its buffers
+    and parameters the per-channel state. ``act``: its input is "pre_activation", its output
+    "post_activation". ``out``: its output is "output". ``act_follows_norm``: count a call of
+    ``act`` only when its input is the norm's output (a shared ``self.relu``, as in ResNet blocks,
+    is also called after the residual addition; that call belongs to no norm layer).
+    """
+
+    name: str
+    norm: nn.Module | None = None
+    act: nn.Module | None = None
+    out: nn.Module | None = None
+    act_follows_norm: bool = False
+
+
+def find_layers(model: nn.Module) -> list[LayerSpec]:
+    """Every normalization module of ``model`` (``named_modules`` order, names as it gives them),
+    each with the activation module registered right after it among the leaf modules, if any.
+
+    Registration order is how ``nn.Sequential`` and hand-written blocks alike list "conv, bn, relu";
+    whether the activation really consumes the norm's output is checked at every recorded forward
+    (``act_follows_norm``), so a wrong guess records nothing rather than something false.
+    """
+    leaves = [(name, m) for name, m in unwrap(model).named_modules() if norm_family(m) or not any(m.children())]
+    specs = []
+    for i, (name, m) in enumerate(leaves):
+        if norm_family(m) is None:
+            continue
+        nxt = leaves[i + 1][1] if i + 1 < len(leaves) else None
+        act = nxt if isinstance(nxt, ACTIVATION_TYPES) else None
+        specs.append(LayerSpec(name=name, norm=m, act=act, act_follows_norm=True))
+    return specs
+
+
+def _momentum(module: nn.Module) -> float | None:
+    m = getattr(module, "momentum", None)
+    return None if m is None else float(m)
+
+
+def layer_info(spec: LayerSpec) -> LayerInfo:
+    """What the run store and the doctor need to know of a layer (read once its shapes exist:
+    a lazy module learns its channels at its first forward)."""
+    norm, family = spec.norm, (norm_family(spec.norm) if spec.norm is not None else None)
+    act = type(spec.act).__name__ if spec.act is not None else None
+    if norm is None:
+        return LayerInfo(name=spec.name, kind="", family=None, channels=0, activation=act)
+    weight = getattr(norm, "weight", None)
+    running = getattr(norm, "running_mean", None)
+    eps = getattr(norm, "eps", None)
+    return LayerInfo(name=spec.name, kind=type(norm).__name__, family=family, channels=_channels(norm),
+                     momentum=_momentum(norm), eps=None if eps is None else float(eps),
+                     affine=isinstance(weight, torch.Tensor) and not _uninitialized(weight),
+                     tracks_running_stats=isinstance(running, torch.Tensor), activation=act)
+
+
+def _uninitialized(t: Any) -> bool:
+    return isinstance(t, nn.parameter.UninitializedTensorMixin)
+
+
+def _channels(norm: nn.Module) -> int:
+    for name in ("num_features", "num_channels"):
+        n = getattr(norm, name, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    shape = getattr(norm, "normalized_shape", None)
+    if shape:
+        return int(shape[0]) if len(shape) > 1 else int(shape[-1])
+    return 0
+
+
+def _per_channel(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` laid out as (M, C, rest) with the channel axis second, and the number of values one
+    of the layer's statistics is taken over (the doctor's "values per channel").
+
+    Batch- and instance-type layers have their channels on axis 1. LayerNorm and RMSNorm normalize
+    over their trailing ``normalized_shape``: the channel is its first axis (the last axis for the
+    usual 1-D shape), and each statistic covers ``prod(normalized_shape)`` values of one sample.
+    GroupNorm's statistic covers C/G channels of one sample.
+    """
+    family = norm_family(norm)
+    if family in ("layer", "rms"):
+        shape = tuple(getattr(norm, "normalized_shape", None) or x.shape[-1:])
+        k = len(shape)
+        lead = x.reshape(-1, *x.shape[x.dim() - k:])          # (M, *normalized_shape)
+        return lead.reshape(lead.shape[0], lead.shape[1], -1), int(np.prod(shape))
+    if x.dim() < 2:
+        return x.reshape(-1, 1, 1), x.numel()
+    x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    if family == "group":
+        return x3, x3.shape[2] * x.shape[1] // max(int(getattr(norm, "num_groups", 1)), 1)
+    if family == "instance":
+        return x3, x3.shape[2]
+    return x3, x3.shape[0] * x3.shape[2]
+
+
+_VECTORS = ("running_mean", "running_var", "weight", "bias")
+
+
+class _Capture:
+    """What the hooks of one layer copied during the armed forward pass."""
+
+    __slots__ = ("tensors", "originals", "vectors", "count", "training", "frozen", "batches_tracked")
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        # The tensors the copies were taken of, kept alive until collect: a tensor's identity
+        # (its storage address) can only be compared with one that cannot have been freed and
+        # its memory handed to another.
+        self.originals: dict[str, torch.Tensor] = {}
+        self.vectors: list[np.ndarray | None] | None = None
+        self.count = 0
+        self.training = True
+        self.frozen = False
+        self.batches_tracked: int | None = None
+
+
+def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
+    return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+class Recorder:
+    """Records the layers of one model at the forward passes it is armed for.
+
+    >>> rec = Recorder(model)             # layers found by type
+    >>> rec.arm(); model(x); snap = rec.collect(step)
+
+    ``edges`` fixes the histogram bin edges per tap; without it they are chosen at the first
+    :meth:`collect` from what that step saw (see :func:`choose_edges`) and fixed from then on, so
+    every step's histograms of a run are comparable. ``any_mode``: also record a forward made in
+    eval mode (by default only a training-mode forward of the root module counts: a validation
+    pass between two steps is not "the training forward of step s").
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[LayerSpec] | None = None,
+                 edges: Mapping[str, np.ndarray] | None = None, *, any_mode: bool = False):
+        self.model = unwrap(model)
+        self.layers: list[LayerSpec] = list(layers) if layers is not None else find_layers(self.model)
+        self.edges: dict[str, np.ndarray] | None = dict(edges) if edges is not None else None
+        self.any_mode = any_mode
+        self._handles: list[Any] = []
+        self._captures: list[_Capture] = []
+
+    # ----- hooks ---------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
+
+    @property
+    def captured(self) -> bool:
+        """Whether the armed forward pass has happened (some layer saw it)."""
+        return any(c.tensors or c.vectors is not None for c in self._captures)
+
+    def arm(self) -> None:
+        """Register the hooks; the next (training-mode) forward pass is recorded."""
+        if self._handles:
+            return
+        self._captures = [_Capture() for _ in self.layers]
+        for spec, cap in zip(self.layers, self._captures):
+            if spec.norm is not None:
+                self._handles.append(spec.norm.register_forward_hook(self._norm_hook(spec.norm, cap)))
+            if spec.act is not None:
+                self._handles.append(spec.act.register_forward_pre_hook(self._act_pre_hook(spec, cap)))
+                self._handles.append(spec.act.register_forward_hook(self._act_hook(spec, cap)))
+            if spec.out is not None:
+                self._handles.append(spec.out.register_forward_hook(self._out_hook(cap)))
+
+    def disarm(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _active(self) -> bool:
+        return self.any_mode or self.model.training
+
+    def _norm_hook(self, norm: nn.Module, cap: _Capture):
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            if "norm_output" in cap.tensors or not self._active() or not inputs:
+                return
+            x = inputs[0]
+            if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+                return
+            with torch.no_grad():
+                cap.count = _per_channel(norm, x)[1]
+                cap.tensors["norm_input"] = x.detach().clone()
+                cap.tensors["norm_output"] = output.detach().clone()
+                cap.originals["norm_output"] = output
+                present = [getattr(norm, n, None) for n in _VECTORS]
+                present = [v if isinstance(v, torch.Tensor) and not _uninitialized(v) else None for v in present]
+                flat = [v.detach().reshape(-1).float() for v in present if v is not None]
+                joined = torch.cat(flat).numpy().copy() if flat else np.empty(0, np.float32)
+            vectors, at = [], 0
+            for v in present:
+                if v is None:
+                    vectors.append(None)
+                else:
+                    vectors.append(joined[at:at + v.numel()])
+                    at += v.numel()
+            cap.vectors = vectors
+            cap.training = bool(norm.training)
+            params = list(norm.parameters(recurse=False))
+            cap.frozen = bool(params) and not any(p.requires_grad for p in params)
+            nbt = getattr(norm, "num_batches_tracked", None)
+            cap.batches_tracked = int(nbt) if isinstance(nbt, torch.Tensor) and not _uninitialized(nbt) else None
+        return hook
+
+    def _act_pre_hook(self, spec: LayerSpec, cap: _Capture):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            if "pre_activation" in cap.tensors or not self._active() or not inputs:
+                return
+            x = inputs[0]
+            if not isinstance(x, torch.Tensor):
+                return
+            if _same(x, cap.originals.get("norm_output")):
+                # The same tensor: share the norm output's copy (taken before an in-place act ran).
+                cap.tensors["pre_activation"] = cap.tensors["norm_output"]
+            elif spec.act_follows_norm:
+                return
+            else:
+                cap.tensors["pre_activation"] = x.detach().clone()
+            cap.tensors["_act_pending"] = cap.tensors["pre_activation"]
+        return hook
+
+    def _act_hook(self, spec: LayerSpec, cap: _Capture):
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            if cap.tensors.pop("_act_pending", None) is None or not isinstance(output, torch.Tensor):
+                return
+            cap.tensors["post_activation"] = output.detach().clone()
+            cap.originals["post_activation"] = output
+        return hook
+
+    def _out_hook(self, cap: _Capture):
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            if "output" in cap.tensors or not self._active() or not isinstance(output, torch.Tensor):
+                return
+            if _same(output, cap.originals.get("post_activation")):  # nothing ran in between
+                cap.tensors["output"] = cap.tensors["post_activation"]
+            else:
+                cap.tensors["output"] = output.detach().clone()
+        return hook
+
+    # ----- summaries -------------------------------------------------------------------------
+    def tensors(self) -> list[dict[str, torch.Tensor]]:
+        """The copies of the armed forward pass, one dict per layer (tap name -> tensor), for
+        experiments that need the values themselves. Call it before :meth:`collect`."""
+        return [{k: v for k, v in c.tensors.items() if not k.startswith("_")} for c in self._captures]
+
+    def layer_infos(self) -> list[LayerInfo]:
+        return [layer_info(spec) for spec in self.layers]
+
+    def collect(self, step: int) -> Snapshot | None:
+        """The :class:`Snapshot` of the armed forward pass as step ``step``, and disarm. None when
+        no forward pass happened while armed (nothing to record; the hooks are removed anyway)."""
+        self.disarm()
+        if not self.captured:
+            self._captures = []
+            return None
+        caps, self._captures = self._captures, []
+        if self.edges is None:
+            self.edges = choose_edges(caps)
+        return Snapshot(step=step, taps=self._tap_stats(caps), norms=self._norm_stats(caps))
+
+    def _tap_stats(self, caps: Sequence[_Capture]) -> dict[tuple[int, str], TapStats]:
+        # A tensor seen at two taps (BN's output is the activation's input) is summarised once,
+        # and tensors of one shape (every layer of an MLP) are summarised in one numpy pass.
+        groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray]]] = {}
+        places: dict[tuple[int, str], tuple[tuple, tuple]] = {}
+        assert self.edges is not None
+        for i, cap in enumerate(caps):
+            for tap, tensor in cap.tensors.items():
+                if tap not in HISTOGRAM_TAPS or tap not in self.edges:
+                    continue
+                edges = self.edges[tap]
+                group = (tuple(tensor.shape), tensor.dtype)
+                same = (id(tensor), id(edges))
+                groups.setdefault(group, {}).setdefault(same, (tensor, edges))
+                places[(i, tap)] = (group, same)
+        summaries = {}
+        for group, members in groups.items():
+            tensors, edges = zip(*members.values())
+            for same, stats in zip(members, tap_stats_many([t.float() for t in tensors], list(edges))):
+                summaries[(group, same)] = stats
+        return {place: summaries[key] for place, key in places.items()}
+
+    def _norm_stats(self, caps: Sequence[_Capture]) -> dict[int, NormStats]:
+        # Batch statistics in numpy: mean and biased variance per channel (axis 1) over every
+        # other axis; inputs of one shape together (numpy's per-call overhead dominates).
+        laid: dict[int, torch.Tensor] = {}
+        shapes: dict[tuple, list[int]] = {}
+        for i, cap in enumerate(caps):
+            x = cap.tensors.get("norm_input")
+            norm = self.layers[i].norm
+            if x is not None and x.numel() and norm is not None:
+                laid[i] = _per_channel(norm, x)[0].float()
+                shapes.setdefault(tuple(laid[i].shape), []).append(i)
+        batch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for rows in shapes.values():
+            a = torch.stack([laid[i] for i in rows]).numpy().astype(np.float64)
+            mean = a.mean(axis=(1, 3), keepdims=True)
+            var = np.square(a - mean).mean(axis=(1, 3))
+            for j, i in enumerate(rows):
+                batch[i] = (mean[j].reshape(-1).astype(np.float32), var[j].astype(np.float32))
+        out = {}
+        for i, cap in enumerate(caps):
+            if cap.vectors is None:
+                continue
+            mean, var = batch.get(i, (None, None))
+            out[i] = NormStats(mean, var, *cap.vectors, count=cap.count, training=cap.training,
+                               frozen=cap.frozen, num_batches_tracked=cap.batches_tracked)
+        return out
+
+    def close(self) -> None:
+        self.disarm()
+        self._captures = []
+
+
+_NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
+
+
+def _nice_ceil(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= x."""
+    if not math.isfinite(x) or x <= 0:
+        return 1.0
+    p = 10.0 ** math.floor(math.log10(x))
+    return next(n * p for n in _NICE if n * p >= x * (1 - 1e-12))
+
+
+def choose_edges(caps: Iterable[_Capture], bins: int = 160) -> dict[str, np.ndarray]:
+    """Histogram edges per tap for a model bnviz knows nothing about, from its first recorded step.
+
+    Per tap (over all layers): ``bins`` equal bins from 0 (when no value is negative, as after a
+    ReLU) or from -R, to R, where R is twice the largest 99.9th percentile of |x|, rounded up to
+    1, 2, 2.5 or 5 times a power of ten, and at least 1. Twice, because activations widen as a
+    network trains; values that leave the range later are counted as below/above, never lost.
+    """
+    seen: dict[str, list[torch.Tensor]] = {}
+    for cap in caps:
+        for tap, t in cap.tensors.items():
+            if tap in HISTOGRAM_TAPS and t.numel():
+                seen.setdefault(tap, []).append(t)
+    edges = {}
+    for tap, ts in seen.items():
+        reach, lowest = 0.0, 0.0
+        for t in ts:
+            v = t.detach().float().reshape(-1)
+            v = v[torch.isfinite(v)]
+            if not v.numel():
+                continue
+            if v.numel() > 1_000_000:  # quantile's input limit; a strided sample is plenty for a range
+                v = v[:: v.numel() // 1_000_000 + 1]
+            reach = max(reach, float(torch.quantile(v.abs(), 0.999)))
+            lowest = min(lowest, float(v.min()))
+        r = _nice_ceil(max(2 * reach, 1.0))
+        lo = 0.0 if lowest >= 0 else -r
+        edges[tap] = np.linspace(lo, r, bins + 1, dtype=np.float32)
+    return edges
