@@ -203,7 +203,7 @@ def test_without_bn_diagnostics_an_evaluation_is_only_the_eval_mode_test_pass():
 
 
 def test_the_views_that_show_bn_diagnostics_ask_for_them():
-    from bnviz.sweeps import sweep_config
+    from bnviz.experiments.sweeps import sweep_config
     from bnviz.views import running
 
     assert all(c.bn_diagnostics for c in running.runs(running.DEFAULT).values())
