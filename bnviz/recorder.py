@@ -172,12 +172,25 @@ def _per_channel(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
 _VECTORS = ("running_mean", "running_var", "weight", "bias")
 
 
-class _Capture:
-    """What the hooks of one layer copied during the armed forward pass."""
+def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
+    return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
-    __slots__ = ("tensors", "originals", "vectors", "count", "training", "frozen", "batches_tracked")
 
-    def __init__(self) -> None:
+class _LayerHooks:
+    """The hooks of one layer and what they copied during the armed forward pass.
+
+    Built once per layer; :meth:`Recorder.arm` registers its bound methods and :meth:`reset`
+    empties it. The hooks read module state through ``_buffers`` / ``_parameters`` rather than
+    ``getattr``: nn.Module's attribute lookup is slow enough to show in a recorded step.
+    """
+
+    def __init__(self, recorder: "Recorder", spec: LayerSpec):
+        self.recorder = recorder
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
         # The tensors the copies were taken of, kept alive until collect: a tensor's identity
         # (its storage address) can only be compared with one that cannot have been freed and
@@ -188,11 +201,70 @@ class _Capture:
         self.training = True
         self.frozen = False
         self.batches_tracked: int | None = None
+        self.act_pending = False
 
+    @property
+    def seen(self) -> bool:
+        return bool(self.tensors) or self.vectors is not None
 
-def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
-    """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
-    return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+    def norm_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self.vectors is not None or not self.recorder.active() or not inputs:
+            return
+        x = inputs[0]
+        if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+            return
+        self.count = _per_channel(module, x)[1]
+        self.tensors["norm_input"] = x.detach().clone()
+        self.tensors["norm_output"] = output.detach().clone()
+        self.originals["norm_output"] = output
+        buffers, params = module._buffers, module._parameters
+        present = [buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias")]
+        present = [v if isinstance(v, torch.Tensor) and not _uninitialized(v) else None for v in present]
+        flat = [v.detach().reshape(-1) for v in present if v is not None]
+        joined = torch.cat(flat).float().numpy() if flat else np.empty(0, np.float32)   # cat copies
+        vectors, at = [], 0
+        for v in present:
+            if v is None:
+                vectors.append(None)
+            else:
+                vectors.append(joined[at:at + v.numel()])
+                at += v.numel()
+        self.vectors = vectors
+        self.training = module.training
+        own = [p for p in params.values() if p is not None]
+        self.frozen = bool(own) and not any(p.requires_grad for p in own)
+        nbt = buffers.get("num_batches_tracked")
+        self.batches_tracked = int(nbt) if isinstance(nbt, torch.Tensor) and not _uninitialized(nbt) else None
+
+    def act_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
+        if "pre_activation" in self.tensors or not self.recorder.active() or not inputs:
+            return
+        x = inputs[0]
+        if not isinstance(x, torch.Tensor):
+            return
+        if _same(x, self.originals.get("norm_output")):
+            # The same tensor: share the norm output's copy (taken before an in-place act ran).
+            self.tensors["pre_activation"] = self.tensors["norm_output"]
+        elif self.spec.act_follows_norm:
+            return
+        else:
+            self.tensors["pre_activation"] = x.detach().clone()
+        self.act_pending = True
+
+    def act_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if not self.act_pending or not isinstance(output, torch.Tensor):
+            return
+        self.act_pending = False
+        self.tensors["post_activation"] = output.detach().clone()
+        self.originals["post_activation"] = output
+
+    def out_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if "output" in self.tensors or not self.recorder.active() or not isinstance(output, torch.Tensor):
+            return
+        if _same(output, self.originals.get("post_activation")):  # nothing ran in between
+            self.tensors["output"] = self.tensors["post_activation"]
+        else:
+            self.tensors["output"] = output.detach().clone()
 
 
 class Recorder:
@@ -214,8 +286,8 @@ class Recorder:
         self.layers: list[LayerSpec] = list(layers) if layers is not None else find_layers(self.model)
         self.edges: dict[str, np.ndarray] | None = dict(edges) if edges is not None else None
         self.any_mode = any_mode
+        self._hooks = [_LayerHooks(self, spec) for spec in self.layers]
         self._handles: list[Any] = []
-        self._captures: list[_Capture] = []
 
     # ----- hooks ---------------------------------------------------------------------------
     @property
@@ -225,101 +297,37 @@ class Recorder:
     @property
     def captured(self) -> bool:
         """Whether the armed forward pass has happened (some layer saw it)."""
-        return any(c.tensors or c.vectors is not None for c in self._captures)
+        return any(h.seen for h in self._hooks)
+
+    def active(self) -> bool:
+        """Whether a forward pass now is one to record."""
+        return self.any_mode or self.model.training
 
     def arm(self) -> None:
         """Register the hooks; the next (training-mode) forward pass is recorded."""
         if self._handles:
             return
-        self._captures = [_Capture() for _ in self.layers]
-        for spec, cap in zip(self.layers, self._captures):
+        for h in self._hooks:
+            h.reset()
+            spec = h.spec
             if spec.norm is not None:
-                self._handles.append(spec.norm.register_forward_hook(self._norm_hook(spec.norm, cap)))
+                self._handles.append(spec.norm.register_forward_hook(h.norm_hook))
             if spec.act is not None:
-                self._handles.append(spec.act.register_forward_pre_hook(self._act_pre_hook(spec, cap)))
-                self._handles.append(spec.act.register_forward_hook(self._act_hook(spec, cap)))
+                self._handles.append(spec.act.register_forward_pre_hook(h.act_pre_hook))
+                self._handles.append(spec.act.register_forward_hook(h.act_hook))
             if spec.out is not None:
-                self._handles.append(spec.out.register_forward_hook(self._out_hook(cap)))
+                self._handles.append(spec.out.register_forward_hook(h.out_hook))
 
     def disarm(self) -> None:
-        for h in self._handles:
-            h.remove()
+        for handle in self._handles:
+            handle.remove()
         self._handles = []
-
-    def _active(self) -> bool:
-        return self.any_mode or self.model.training
-
-    def _norm_hook(self, norm: nn.Module, cap: _Capture):
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            if "norm_output" in cap.tensors or not self._active() or not inputs:
-                return
-            x = inputs[0]
-            if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
-                return
-            with torch.no_grad():
-                cap.count = _per_channel(norm, x)[1]
-                cap.tensors["norm_input"] = x.detach().clone()
-                cap.tensors["norm_output"] = output.detach().clone()
-                cap.originals["norm_output"] = output
-                present = [getattr(norm, n, None) for n in _VECTORS]
-                present = [v if isinstance(v, torch.Tensor) and not _uninitialized(v) else None for v in present]
-                flat = [v.detach().reshape(-1).float() for v in present if v is not None]
-                joined = torch.cat(flat).numpy().copy() if flat else np.empty(0, np.float32)
-            vectors, at = [], 0
-            for v in present:
-                if v is None:
-                    vectors.append(None)
-                else:
-                    vectors.append(joined[at:at + v.numel()])
-                    at += v.numel()
-            cap.vectors = vectors
-            cap.training = bool(norm.training)
-            params = list(norm.parameters(recurse=False))
-            cap.frozen = bool(params) and not any(p.requires_grad for p in params)
-            nbt = getattr(norm, "num_batches_tracked", None)
-            cap.batches_tracked = int(nbt) if isinstance(nbt, torch.Tensor) and not _uninitialized(nbt) else None
-        return hook
-
-    def _act_pre_hook(self, spec: LayerSpec, cap: _Capture):
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            if "pre_activation" in cap.tensors or not self._active() or not inputs:
-                return
-            x = inputs[0]
-            if not isinstance(x, torch.Tensor):
-                return
-            if _same(x, cap.originals.get("norm_output")):
-                # The same tensor: share the norm output's copy (taken before an in-place act ran).
-                cap.tensors["pre_activation"] = cap.tensors["norm_output"]
-            elif spec.act_follows_norm:
-                return
-            else:
-                cap.tensors["pre_activation"] = x.detach().clone()
-            cap.tensors["_act_pending"] = cap.tensors["pre_activation"]
-        return hook
-
-    def _act_hook(self, spec: LayerSpec, cap: _Capture):
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            if cap.tensors.pop("_act_pending", None) is None or not isinstance(output, torch.Tensor):
-                return
-            cap.tensors["post_activation"] = output.detach().clone()
-            cap.originals["post_activation"] = output
-        return hook
-
-    def _out_hook(self, cap: _Capture):
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            if "output" in cap.tensors or not self._active() or not isinstance(output, torch.Tensor):
-                return
-            if _same(output, cap.originals.get("post_activation")):  # nothing ran in between
-                cap.tensors["output"] = cap.tensors["post_activation"]
-            else:
-                cap.tensors["output"] = output.detach().clone()
-        return hook
 
     # ----- summaries -------------------------------------------------------------------------
     def tensors(self) -> list[dict[str, torch.Tensor]]:
         """The copies of the armed forward pass, one dict per layer (tap name -> tensor), for
         experiments that need the values themselves. Call it before :meth:`collect`."""
-        return [{k: v for k, v in c.tensors.items() if not k.startswith("_")} for c in self._captures]
+        return [dict(h.tensors) for h in self._hooks]
 
     def layer_infos(self) -> list[LayerInfo]:
         return [layer_info(spec) for spec in self.layers]
@@ -329,14 +337,15 @@ class Recorder:
         no forward pass happened while armed (nothing to record; the hooks are removed anyway)."""
         self.disarm()
         if not self.captured:
-            self._captures = []
             return None
-        caps, self._captures = self._captures, []
         if self.edges is None:
-            self.edges = choose_edges(caps)
-        return Snapshot(step=step, taps=self._tap_stats(caps), norms=self._norm_stats(caps))
+            self.edges = choose_edges(self._hooks)
+        snap = Snapshot(step=step, taps=self._tap_stats(self._hooks), norms=self._norm_stats(self._hooks))
+        for h in self._hooks:
+            h.reset()  # the copies are summarised: let them go
+        return snap
 
-    def _tap_stats(self, caps: Sequence[_Capture]) -> dict[tuple[int, str], TapStats]:
+    def _tap_stats(self, caps: Sequence[_LayerHooks]) -> dict[tuple[int, str], TapStats]:
         # A tensor seen at two taps (BN's output is the activation's input) is summarised once,
         # and tensors of one shape (every layer of an MLP) are summarised in one numpy pass.
         groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray]]] = {}
@@ -358,7 +367,7 @@ class Recorder:
                 summaries[(group, same)] = stats
         return {place: summaries[key] for place, key in places.items()}
 
-    def _norm_stats(self, caps: Sequence[_Capture]) -> dict[int, NormStats]:
+    def _norm_stats(self, caps: Sequence[_LayerHooks]) -> dict[int, NormStats]:
         # Batch statistics in numpy: mean and biased variance per channel (axis 1) over every
         # other axis; inputs of one shape together (numpy's per-call overhead dominates).
         laid: dict[int, torch.Tensor] = {}
@@ -387,7 +396,8 @@ class Recorder:
 
     def close(self) -> None:
         self.disarm()
-        self._captures = []
+        for h in self._hooks:
+            h.reset()
 
 
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
@@ -401,7 +411,7 @@ def _nice_ceil(x: float) -> float:
     return next(n * p for n in _NICE if n * p >= x * (1 - 1e-12))
 
 
-def choose_edges(caps: Iterable[_Capture], bins: int = 160) -> dict[str, np.ndarray]:
+def choose_edges(caps: Iterable[_LayerHooks], bins: int = 160) -> dict[str, np.ndarray]:
     """Histogram edges per tap for a model bnviz knows nothing about, from its first recorded step.
 
     Per tap (over all layers): ``bins`` equal bins from 0 (when no value is negative, as after a
