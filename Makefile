@@ -2,22 +2,28 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 
 .PHONY: run test bench chromium clean
 
-$(RUNTIME_STAMP): requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -r requirements.txt
+# The runtime pins (requirements.txt, which pyproject.toml reads), then bnviz itself as an editable
+# install: the `bnviz` command, and `import bnviz` from any folder. Built without isolation, with
+# the setuptools of requirements-build.txt: nothing to download once the pins are installed.
+# The stamps make a repeated `make run` / `make test` start at once.
+$(RUNTIME_STAMP): requirements.txt requirements-build.txt pyproject.toml bnviz/__init__.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt -r requirements-build.txt
+	$(PIP) --no-build-isolation --no-deps -e .
 	touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
-	$(BIN)/pip install --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
 	touch $@
 
 run: $(RUNTIME_STAMP)
-	$(BIN)/streamlit run app.py --server.address 127.0.0.1
+	$(BIN)/bnviz app --address 127.0.0.1
 
 # PNG export (kaleido) and the browser tests need Debian's Chromium; nothing downloads a browser.
 chromium:
@@ -35,4 +41,4 @@ bench: $(DEV_STAMP) chromium
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build *.egg-info

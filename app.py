@@ -55,5 +55,6 @@ with ui.guard():
     page.download_all()
 
     st.subheader("The views")
-    for path in sorted(Path(__file__).parent.joinpath("pages").glob("*.py")):
+    # In Streamlit's order: by the number the file name starts with (10 after 9, not after 1).
+    for path in sorted(Path(__file__).parent.joinpath("pages").glob("*.py"), key=lambda p: int(p.stem.split("_")[0])):
         st.page_link(str(path.relative_to(Path(__file__).parent)), label=path.stem.split("_", 1)[1].replace("_", " "))

@@ -15,10 +15,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Generic, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Generic, Iterator, Sequence, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from .config import Config
 
@@ -126,7 +128,8 @@ def tap_stats_many(tensors: Sequence[torch.Tensor], edges: np.ndarray | Sequence
         return []
     k = len(tensors)
     per_tensor = edges if isinstance(edges, (list, tuple)) else [edges] * k
-    x = torch.stack([t.detach() for t in tensors]).numpy()   # (k, N, C, ...)
+    # (k, N, C, ...); numpy, not torch.stack: this module is imported without torch (bnviz.store)
+    x = np.stack([t.detach().numpy() for t in tensors])
     s = np.sort(x.reshape(k, -1), axis=1)
     start, n = _finite_block(s)
     finite = s.astype(np.float64) if (n == s.shape[1]).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)

@@ -1,0 +1,279 @@
+"""The BN doctor: checks on a recorded run that name a fault, show its evidence and say the fix.
+
+Why: the questions people bring about BatchNorm are mostly the same handful of faults (eval-mode
+accuracy collapsing while train mode is fine; fine-tuning with frozen parameters whose running
+statistics still move; NaN in ``running_var``; a batch of one; Keras' momentum typed into
+PyTorch), and each leaves a signature in numbers the recorder keeps anyway. Every check reads only
+the stored run (:class:`bnviz.store.StoredRun`): no model, no data.
+
+What it will not do: prove a run healthy. A quiet doctor means none of these signatures is present
+at the recorded steps; thresholds are chosen so a healthy run of the kind bnviz trains stays quiet
+and a planted fault is found (tests/test_doctor.py plants each one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# (a) Running statistics against the recent batch statistics, per channel: the running mean's
+# distance from the recent batches' mean in units of their standard deviation, and the ratio of
+# the variances. A moving average that tracks its batches sits within a few tenths of a standard
+# deviation; a collapse is a whole one or a ratio of several.
+RECENT = 5                    # recorded steps the recent batch statistics are averaged over
+MEAN_GAP_STD = 0.5            # |running - batch| mean gap (median over channels), in batch std
+VAR_RATIO = 2.0               # running / batch variance beyond this factor either way
+# (d) A channel whose input hardly varies: BN divides by sqrt(var + eps) and amplifies its noise.
+ZERO_VAR = 1e-6
+# (e) Values one statistic is computed over: below WARN_COUNT the statistics are noisy (Wu & He
+# 2018 see BN degrade under 8 samples a batch); at 1 there is nothing to normalize.
+FEW_VALUES_PROBLEM = 2
+FEW_VALUES_WARNING = 8
+# (f) Momentum: PyTorch weights the NEW batch by m; Keras' momentum weights the OLD value.
+KERAS_LIKE = 0.5              # a PyTorch momentum this large looks like Keras' 0.9 / 0.99
+INIT_WEIGHT_LEFT = 0.05       # weight the initial (0, 1) statistics still have after the run
+
+SEVERITIES = ("ok", "warning", "problem")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check on one layer (or the whole run): what was found, the numbers, what to do.
+
+    ``series`` holds the evidence to plot over ``steps``: name -> values (same length)."""
+
+    check: str                 # "running_vs_batch", "frozen_but_moving", "nonfinite", "dead_channels", "few_values", "momentum"
+    layer: str | None
+    severity: str              # "ok" | "warning" | "problem"
+    title: str
+    evidence: str
+    fix: str
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    series: dict[str, np.ndarray] = field(default_factory=dict)
+    unit: str = ""             # what the series' values are, for the plot's axis
+
+
+CHECKS = {
+    "running_vs_batch": "running statistics far from recent batch statistics (eval-mode collapse)",
+    "frozen_but_moving": "parameters frozen but running statistics still moving",
+    "nonfinite": "non-finite values in buffers or parameters",
+    "dead_channels": "channels with near-zero batch variance",
+    "few_values": "too few values per channel",
+    "momentum": "momentum in the other framework's convention",
+}
+
+
+def _ok(check: str, layer: str | None, evidence: str) -> Finding:
+    return Finding(check, layer, "ok", CHECKS[check], evidence, "")
+
+
+def check_running_vs_batch(run: Any, info: Any) -> Finding:
+    name = info.name
+    if not info.tracks_running_stats:
+        return _ok("running_vs_batch", name, "keeps no running statistics (eval mode uses batch statistics)")
+    steps, bmean, bvar = run.batch_stats(name)
+    _, rmean, rvar = run.running_stats(name)
+    counts = run.layer_state(name)["count"]
+    finite = np.isfinite(bmean).all(1) & np.isfinite(bvar).all(1) & np.isfinite(rmean).all(1) & np.isfinite(rvar).all(1)
+    if finite.sum() < 1:
+        return _ok("running_vs_batch", name, "no finite statistics recorded")
+    n = np.maximum(counts.astype(np.float64), 2)
+    unbiased = bvar * (n / (n - 1))[:, None]              # running_var is unbiased: compare like with like
+    gaps, ratios = [], []
+    eps = info.eps or 1e-5
+    for i in range(len(steps)):
+        lo = max(0, i - RECENT + 1)
+        window = [j for j in range(lo, i + 1) if finite[j]]
+        if not finite[i] or not window:
+            gaps.append(np.nan)
+            ratios.append(np.nan)
+            continue
+        m = bmean[window].mean(0)
+        v = unbiased[window].mean(0)
+        gaps.append(float(np.median(np.abs(rmean[i] - m) / np.sqrt(v + eps))))
+        ratios.append(float(np.median((rvar[i] + eps) / (v + eps))))
+    gap, ratio = np.asarray(gaps), np.asarray(ratios)
+    last = int(np.flatnonzero(np.isfinite(gap))[-1])
+    g, r = gap[last], ratio[last]
+    evidence = (f"at step {int(steps[last])}: running mean {g:.2f} batch standard deviations from the mean of the "
+                f"last {min(RECENT, last + 1)} recorded batches (median over {bmean.shape[1]} channels); running "
+                f"variance {r:.2f} x theirs")
+    bad = g > MEAN_GAP_STD or r > VAR_RATIO or r < 1 / VAR_RATIO
+    holdout = _holdout_evidence(run)
+    if holdout:
+        evidence += "; " + holdout
+    fix = ("Recompute the running statistics at the final weights (precise BN: reset them, set momentum=None, "
+           "run 10-100 training batches through the model in train mode without updating weights, then eval), "
+           "or lower the learning rate late in training / raise momentum so they keep up. If the held-out data "
+           "differ from the training data, recompute them on the target domain (AdaBN).")
+    series = {"mean gap (batch std)": gap, "variance ratio running/batch": ratio}
+    return Finding("running_vs_batch", name, "problem" if bad else "ok", CHECKS["running_vs_batch"], evidence,
+                   fix if bad else "", steps, series, "median over channels")
+
+
+def _holdout_evidence(run: Any) -> str:
+    names = set(run.scalar_names)
+    if {"holdout_acc", "holdout_precise_acc"} <= names:
+        _, before = run.scalars("holdout_acc")
+        _, after = run.scalars("holdout_precise_acc")
+        return (f"held-out accuracy {before[-1]:.1%} with the running statistics, {after[-1]:.1%} with them "
+                "recomputed at the same weights (precise BN)")
+    return ""
+
+
+def check_frozen_but_moving(run: Any, info: Any) -> Finding:
+    name = info.name
+    if not info.tracks_running_stats or not info.affine:
+        return _ok("frozen_but_moving", name, "no parameters or no running statistics")
+    state = run.layer_state(name)
+    steps, rmean, rvar = run.running_stats(name)
+    frozen_training = state["frozen"].astype(bool) & state["training"].astype(bool)
+    moved = np.zeros(len(steps), dtype=bool)
+    change = np.zeros(len(steps))
+    if len(steps) > 1:
+        d = np.abs(np.diff(rmean, axis=0)).max(1) + np.abs(np.diff(rvar, axis=0)).max(1)
+        change[1:] = d
+        moved[1:] = d > 0
+    hit = frozen_training & moved
+    if not hit.any():
+        return _ok("frozen_but_moving", name, "parameters train, or the layer is in eval mode while frozen")
+    first = int(steps[np.flatnonzero(hit)[0]])
+    evidence = (f"gamma and beta have requires_grad=False but the layer ran in train() mode at "
+                f"{int(hit.sum())} of {len(steps)} recorded steps (first at step {first}), and its running statistics "
+                f"changed by up to {change[hit].max():.3g} between recorded steps")
+    fix = ("Freezing parameters does not freeze BN: in train() mode it still normalizes with batch statistics "
+           "and updates running_mean/var. Put the frozen BN layers in eval mode after every model.train() "
+           "(e.g. `for m in model.modules(): if isinstance(m, nn.BatchNorm2d): m.eval()`), or set momentum=0.")
+    return Finding("frozen_but_moving", name, "problem", CHECKS["frozen_but_moving"], evidence, fix, steps,
+                   {"largest change of a running statistic": change}, "absolute change since the previous record")
+
+
+def check_nonfinite(run: Any, info: Any) -> Finding:
+    name = info.name
+    parts = {}
+    steps = None
+    if info.tracks_running_stats:
+        steps, rmean, rvar = run.running_stats(name)
+        parts["running_mean"], parts["running_var"] = rmean, rvar
+    if info.affine:
+        steps, w, b = run.params(name)
+        parts["weight (gamma)"], parts["bias (beta)"] = w, b
+    if steps is None or not len(steps):
+        return _ok("nonfinite", name, "no buffers or parameters recorded")
+    bad = {k: (~np.isfinite(v)).sum(1) for k, v in parts.items()}
+    any_bad = np.zeros(len(steps), dtype=bool)
+    for v in bad.values():
+        any_bad |= v > 0
+    if not any_bad.any():
+        return _ok("nonfinite", name, "every recorded value finite")
+    first = int(np.flatnonzero(any_bad)[0])
+    which = ", ".join(k for k, v in bad.items() if v[first] > 0)
+    evidence = f"first at step {int(steps[first])}: non-finite values in {which}"
+    fix = ("A NaN or inf in a running statistic poisons every eval-mode output. Usual causes: a diverging loss "
+           "(lower the learning rate, clip gradients), float16 overflow of the variance under mixed precision "
+           "(keep BN in float32, which torch.autocast does; check custom casts), or eps=0 with a constant channel. "
+           "Reset the statistics (module.reset_running_stats()) and recompute them once training is stable.")
+    return Finding("nonfinite", name, "problem", CHECKS["nonfinite"], evidence, fix, steps,
+                   {f"non-finite {k}": v.astype(float) for k, v in bad.items()}, "channels")
+
+
+def check_dead_channels(run: Any, info: Any) -> Finding:
+    name = info.name
+    steps, _, bvar = run.batch_stats(name)
+    if not len(steps):
+        return _ok("dead_channels", name, "no batch statistics recorded")
+    dead = (np.nan_to_num(bvar, nan=np.inf) < ZERO_VAR).sum(1)
+    recent = dead[-min(RECENT, len(dead)):]
+    if recent.max() == 0:
+        return _ok("dead_channels", name, f"every channel's batch variance above {ZERO_VAR:g}")
+    evidence = (f"{int(recent.max())} of {bvar.shape[1]} channels had batch variance below {ZERO_VAR:g} "
+                f"in the last recorded steps (at step {int(steps[-1])}: {int(dead[-1])})")
+    fix = ("The input of these channels is (nearly) constant: BN divides by sqrt(var + eps) and amplifies "
+           "whatever noise is left, or outputs only beta. Common causes: dead ReLUs feeding the layer, a padded "
+           "or constant input feature, too large a learning rate. Check the previous layer; a larger eps also "
+           "limits the amplification.")
+    return Finding("dead_channels", name, "warning", CHECKS["dead_channels"], evidence, fix, steps,
+                   {"channels with near-zero variance": dead.astype(float)}, "channels")
+
+
+def check_few_values(run: Any, info: Any) -> Finding:
+    name = info.name
+    state = run.layer_state(name)
+    steps, count = state["steps"], state["count"]
+    training = state["training"].astype(bool)
+    used = count[training] if training.any() else np.zeros(0)
+    if not len(used):
+        return _ok("few_values", name, "never normalized with batch statistics at the recorded steps")
+    least = int(used.min())
+    what = {"batch": "values per channel in a batch (N x H x W)", "group": "values per group statistic",
+            "instance": "values per instance and channel (H x W)"}.get(info.family, "values per statistic")
+    if least > FEW_VALUES_WARNING:
+        return _ok("few_values", name, f"at least {least} {what}")
+    severity = "problem" if least <= FEW_VALUES_PROBLEM else "warning"
+    evidence = f"as few as {least} {what} (at step {int(steps[training][np.argmin(used)])})"
+    fix = ("Batch statistics over this few values are mostly noise, and a batch of one cannot be normalized at "
+           "all in train mode. Use larger batches (or accumulate BN statistics over several), or a normalization "
+           "that does not depend on the batch (GroupNorm, LayerNorm); for single-sample inference use eval mode.")
+    return Finding("few_values", name, severity, CHECKS["few_values"], evidence, fix, steps,
+                   {"values per statistic": count.astype(float)}, "values")
+
+
+def check_momentum(run: Any, info: Any) -> Finding:
+    name = info.name
+    m = info.momentum
+    if not info.tracks_running_stats or m is None:
+        return _ok("momentum", name, "cumulative average (momentum=None)" if m is None else "no running statistics")
+    steps, bmean, _ = run.batch_stats(name)
+    _, rmean, _ = run.running_stats(name)
+    state = run.layer_state(name)
+    tracked = state["num_batches_tracked"]
+    updates = int(np.nanmax(tracked)) if len(tracked) and np.isfinite(tracked).any() else int(steps[-1]) if len(steps) else 0
+    series = {"running mean (channel 0)": rmean[:, 0], "batch mean (channel 0)": bmean[:, 0]} if len(steps) else {}
+    if m >= KERAS_LIKE:
+        evidence = (f"momentum={m:g}: in PyTorch the running statistics keep only {1 - m:.0%} of their old value "
+                    "at every update, so they are essentially the last batch's statistics")
+        fix = (f"This looks like Keras' convention (momentum = weight of the OLD value). PyTorch's momentum is the "
+               f"weight of the NEW batch: Keras momentum={m:g} is PyTorch momentum={1 - m:.2g}. PyTorch's default is 0.1.")
+        return Finding("momentum", name, "warning", CHECKS["momentum"], evidence, fix, steps, series, "value")
+    left = (1 - m) ** updates if updates else 1.0
+    if m > 0 and left > INIT_WEIGHT_LEFT:
+        evidence = (f"momentum={m:g} after {updates} updates: the initial statistics (mean 0, variance 1) still weigh "
+                    f"{left:.0%} in the running statistics (time constant 1/m = {1 / m:.0f} updates): they lag")
+        fix = (f"A small PyTorch momentum like {m:g} is Keras' {1 - m:g} converted; it needs ~{3 / m:.0f} updates to "
+               "forget the start. For a short run use PyTorch's default 0.1, or momentum=None (cumulative average), "
+               "or recompute the statistics at the end (precise BN).")
+        return Finding("momentum", name, "warning", CHECKS["momentum"], evidence, fix, steps, series, "value")
+    return _ok("momentum", name, f"momentum={m:g} (PyTorch convention; Keras {1 - m:g}), {updates} updates")
+
+
+LAYER_CHECKS = (check_running_vs_batch, check_frozen_but_moving, check_nonfinite, check_dead_channels,
+                check_few_values, check_momentum)
+
+
+def diagnose(run: Any) -> list[Finding]:
+    """Every check on every normalization layer of ``run`` (a :class:`bnviz.store.StoredRun`),
+    problems first, then warnings, then the quiet checks; a layer that keeps no per-channel
+    statistics (no norm module) is skipped. A check that cannot read what it needs reports that
+    as a warning instead of failing the others."""
+    findings: list[Finding] = []
+    for info in run.layers:
+        if info.family is None:
+            continue
+        for check in LAYER_CHECKS:
+            try:
+                findings.append(check(run, info))
+            except (KeyError, ValueError, IndexError) as exc:
+                findings.append(Finding(check.__name__.removeprefix("check_"), info.name, "warning",
+                                        "could not be checked", f"{type(exc).__name__}: {exc}", ""))
+    order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+    return sorted(findings, key=lambda f: order[f.severity])
+
+
+def summary(findings: list[Finding]) -> dict[str, int]:
+    """How many findings of each severity."""
+    return {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+
+
+def worst(findings: list[Finding]) -> str:
+    return max((f.severity for f in findings), key=SEVERITIES.index, default="ok")

@@ -1,0 +1,137 @@
+"""The BN doctor: every check on a run with its fault planted, and quiet on a healthy run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import bnviz
+from bnviz.doctor import CHECKS, diagnose
+
+
+def _data(n_batches: int, batch: int, seed: int, features: int = 12, shift: float = 0.0, scale: float = 1.0):
+    w = torch.randn(features, 3, generator=torch.Generator().manual_seed(1234))   # one labelling rule for all
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(batch, features, generator=g)
+        out.append((x * scale + shift, (x @ w).argmax(1)))
+    return out
+
+
+def _mlp(features: int = 12, momentum: float | None = 0.1) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(features, 32), nn.BatchNorm1d(32, momentum=momentum), nn.ReLU(),
+                         nn.Linear(32, 32), nn.BatchNorm1d(32, momentum=momentum), nn.ReLU(), nn.Linear(32, 3))
+
+
+def _record(tmp_path, model, batches, *, every=10, prepare_step=None, holdout=None, lr=0.05, params=None):
+    opt = torch.optim.SGD(params if params is not None else [p for p in model.parameters() if p.requires_grad], lr=lr)
+    with bnviz.watch(model, tmp_path / "run", every=every, holdout=holdout) as w:
+        for step, (x, y) in enumerate(batches):
+            model.train()
+            if prepare_step is not None:
+                prepare_step(step, model, x)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            w.step(loss=loss.item())
+    return bnviz.open_run(tmp_path / "run")
+
+
+def _found(run) -> dict[str, set]:
+    """check -> severities that are not ok."""
+    out: dict[str, set] = {}
+    for f in diagnose(run):
+        if f.severity != "ok":
+            out.setdefault(f.check, set()).add(f.severity)
+    return out
+
+
+def test_a_healthy_run_is_quiet(tmp_path):
+    run = _record(tmp_path, _mlp(), _data(300, 64, seed=0))
+    findings = diagnose(run)
+    assert {f.check for f in findings} == set(CHECKS)
+    assert all(f.severity == "ok" for f in findings), [(f.check, f.layer, f.evidence) for f in findings if f.severity != "ok"]
+
+
+def test_eval_collapse_running_statistics_far_from_the_batches(tmp_path):
+    # The inputs are far from the (0, 1) the running statistics start at, and a momentum of 1e-4
+    # never lets them catch up: eval mode normalizes with the wrong numbers.
+    holdout = _data(1, 256, seed=9, shift=10.0, scale=5.0)[0]
+    run = _record(tmp_path, _mlp(momentum=1e-4), _data(200, 64, seed=1, shift=10.0, scale=5.0), holdout=holdout, lr=0.1)
+    found = _found(run)
+    assert "problem" in found.get("running_vs_batch", set())
+    [f] = [f for f in diagnose(run) if f.check == "running_vs_batch" and f.layer == "1"]
+    assert "held-out accuracy" in f.evidence and "precise BN" in f.fix
+    assert len(f.steps) == len(f.series["mean gap (batch std)"]) > 3
+    _, before = run.scalars("holdout_acc")
+    _, after = run.scalars("holdout_precise_acc")
+    assert after[-1] > before[-1] + 0.3                # recomputing the statistics fixes eval mode
+
+
+def test_frozen_parameters_with_bn_in_train_mode(tmp_path):
+    model = _mlp()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            for p in m.parameters():
+                p.requires_grad_(False)                # "fine-tuning" with frozen BN ... left in train()
+    run = _record(tmp_path, model, _data(60, 32, seed=2))
+    found = _found(run)
+    assert found.get("frozen_but_moving") == {"problem"}
+    assert "running_vs_batch" not in found
+
+
+def test_frozen_bn_in_eval_mode_is_not_flagged(tmp_path):
+    model = _mlp()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    for m in bns:
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+    def eval_bn(step, model, x):
+        for m in bns:
+            m.eval()
+    run = _record(tmp_path, model, _data(60, 32, seed=2), prepare_step=eval_bn)
+    assert "frozen_but_moving" not in _found(run)
+
+
+def test_nonfinite_running_variance(tmp_path):
+    batches = _data(60, 32, seed=3)
+    x, y = batches[25]
+    x = x.clone()
+    x[0, 0] = math.inf                                  # one overflowed value in one batch
+    batches[25] = (x, y)
+    run = _record(tmp_path, _mlp(), batches, lr=0.0)
+    f = [f for f in diagnose(run) if f.check == "nonfinite" and f.layer == "1"][0]
+    assert f.severity == "problem" and ("running_var" in f.evidence or "running_mean" in f.evidence)
+
+
+def test_constant_input_channels(tmp_path):
+    batches = [(torch.cat([x[:, :9], torch.zeros(len(x), 3)], 1), y) for x, y in _data(40, 32, seed=4)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(12), nn.Linear(12, 3))   # padded features straight into BN
+    run = _record(tmp_path, model, batches)
+    f = [f for f in diagnose(run) if f.check == "dead_channels"][0]
+    assert f.severity == "warning" and f.evidence.startswith("3 of 12 channels")
+
+
+@pytest.mark.parametrize("batch, severity", [(2, "problem"), (6, "warning")])
+def test_too_few_values_per_channel(tmp_path, batch, severity):
+    run = _record(tmp_path, _mlp(), _data(30, batch, seed=5))
+    assert _found(run).get("few_values") == {severity}
+
+
+def test_keras_momentum_typed_into_pytorch(tmp_path):
+    run = _record(tmp_path, _mlp(momentum=0.99), _data(40, 64, seed=6))
+    f = [f for f in diagnose(run) if f.check == "momentum" and f.layer == "1"][0]
+    assert f.severity == "warning" and "PyTorch momentum=0.01" in f.fix
+
+
+def test_a_small_momentum_lags_in_a_short_run(tmp_path):
+    run = _record(tmp_path, _mlp(momentum=0.001), _data(100, 64, seed=7))
+    f = [f for f in diagnose(run) if f.check == "momentum" and f.layer == "1"][0]
+    assert f.severity == "warning" and "lag" in f.evidence
