@@ -128,8 +128,8 @@ def tap_stats_many(tensors: Sequence[torch.Tensor], edges: np.ndarray | Sequence
         return []
     k = len(tensors)
     per_tensor = edges if isinstance(edges, (list, tuple)) else [edges] * k
-    # (k, N, C, ...); numpy, not torch.stack: this module is imported without torch (bnviz.store)
-    x = np.stack([t.detach().numpy() for t in tensors])
+    import torch  # here: bnviz.store reads runs through this module without importing torch
+    x = torch.stack([t.detach() for t in tensors]).numpy()   # (k, N, C, ...)
     s = np.sort(x.reshape(k, -1), axis=1)
     start, n = _finite_block(s)
     finite = s.astype(np.float64) if (n == s.shape[1]).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)
