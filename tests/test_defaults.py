@@ -28,8 +28,7 @@ def test_make_run_binds_loopback():
     match = re.search(r"^run:.*\n((?:\t.*\n?)+)", makefile, re.MULTILINE)
     assert match, "the Makefile has no run target"
     recipe = match.group(1)
-    assert "streamlit run app.py" in recipe
-    assert "--server.address 127.0.0.1" in recipe
+    assert "bnviz app --address 127.0.0.1" in recipe     # bnviz app passes it on as --server.address (test_cli)
     assert "0.0.0.0" not in recipe
 
 
