@@ -6,6 +6,8 @@
 - ``training``: recorder overhead, the home page's default run against a bare torch loop, and the
   memory a 50,000-step History holds;
 - ``norms``: the reference BatchNorm against ``torch.nn.BatchNorm1d``;
+- ``watch``: ``bnviz.watch`` on a ResNet-18 against the same loop without it, and opening a
+  50,000-step recorded run;
 - ``export``: server-side PNG export with the persistent kaleido browser;
 - ``views``: the default run of every page view (training and figures);
 - ``browser``: time to the first chart of ``streamlit run app.py`` in headless Chromium, and the

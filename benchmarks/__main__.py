@@ -20,7 +20,7 @@ import torch
 
 from . import Result, loadavg, machine
 
-GROUPS = ("norms", "training", "export", "views", "browser")
+GROUPS = ("norms", "training", "watch", "export", "views", "browser")
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

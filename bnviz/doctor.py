@@ -24,12 +24,14 @@ import numpy as np
 RECENT = 5                    # recorded steps the recent batch statistics are averaged over
 MEAN_GAP_STD = 0.5            # |running - batch| mean gap (median over channels), in batch std
 VAR_RATIO = 2.0               # running / batch variance beyond this factor either way
+HOLDOUT_GAIN = 0.02           # held-out accuracy gained by recomputing the statistics that makes it a fault
 # (d) A channel whose input hardly varies: BN divides by sqrt(var + eps) and amplifies its noise.
 ZERO_VAR = 1e-6
-# (e) Values one statistic is computed over: below WARN_COUNT the statistics are noisy (Wu & He
-# 2018 see BN degrade under 8 samples a batch); at 1 there is nothing to normalize.
+# (e) Values one statistic is computed over, and for BatchNorm the batch size: few values make
+# noisy statistics (Wu & He 2018 see BN degrade under 8 samples a batch); at 1 nothing is left.
 FEW_VALUES_PROBLEM = 2
 FEW_VALUES_WARNING = 8
+SMALL_BATCH = 8               # samples per batch below which BatchNorm's statistics are noisy
 # (f) Momentum: PyTorch weights the NEW batch by m; Keras' momentum weights the OLD value.
 KERAS_LIKE = 0.5              # a PyTorch momentum this large looks like Keras' 0.9 / 0.99
 INIT_WEIGHT_LEFT = 0.05       # weight the initial (0, 1) statistics still have after the run
@@ -100,16 +102,34 @@ def check_running_vs_batch(run: Any, info: Any) -> Finding:
                 f"last {min(RECENT, last + 1)} recorded batches (median over {bmean.shape[1]} channels); running "
                 f"variance {r:.2f} x theirs")
     bad = g > MEAN_GAP_STD or r > VAR_RATIO or r < 1 / VAR_RATIO
-    holdout = _holdout_evidence(run)
-    if holdout:
-        evidence += "; " + holdout
+    severity = "problem" if bad else "ok"
+    gain = _holdout_gain(run)
+    if gain is not None:
+        evidence += "; " + _holdout_evidence(run)
+        if bad and gain < HOLDOUT_GAIN:   # eval mode does not suffer (yet): worth a look, not a fault
+            severity = "warning"
+    elif bad and info.momentum:
+        tracked = run.layer_state(name)["num_batches_tracked"][last]
+        left = (1 - info.momentum) ** tracked if np.isfinite(tracked) else 0.0
+        if left > INIT_WEIGHT_LEFT:       # early: the moving average still remembers its start (0, 1)
+            severity = "warning"
+            evidence += f"; the initial statistics still weigh {left:.0%} in them (too early to tell)"
     fix = ("Recompute the running statistics at the final weights (precise BN: reset them, set momentum=None, "
            "run 10-100 training batches through the model in train mode without updating weights, then eval), "
            "or lower the learning rate late in training / raise momentum so they keep up. If the held-out data "
            "differ from the training data, recompute them on the target domain (AdaBN).")
     series = {"mean gap (batch std)": gap, "variance ratio running/batch": ratio}
-    return Finding("running_vs_batch", name, "problem" if bad else "ok", CHECKS["running_vs_batch"], evidence,
+    return Finding("running_vs_batch", name, severity, CHECKS["running_vs_batch"], evidence,
                    fix if bad else "", steps, series, "median over channels")
+
+
+def _holdout_gain(run: Any) -> float | None:
+    """Held-out accuracy with the statistics recomputed minus with the running ones, at the last
+    recorded step; None without a held-out batch."""
+    if not {"holdout_acc", "holdout_precise_acc"} <= set(run.scalar_names):
+        return None
+    before, after = run.scalars("holdout_acc")[1], run.scalars("holdout_precise_acc")[1]
+    return float(after[-1] - before[-1]) if len(before) and len(after) else None
 
 
 def _holdout_evidence(run: Any) -> str:
@@ -200,23 +220,41 @@ def check_dead_channels(run: Any, info: Any) -> Finding:
 def check_few_values(run: Any, info: Any) -> Finding:
     name = info.name
     state = run.layer_state(name)
-    steps, count = state["steps"], state["count"]
+    steps, count, samples = state["steps"], state["count"], state["samples"]
     training = state["training"].astype(bool)
-    used = count[training] if training.any() else np.zeros(0)
-    if not len(used):
+    if not training.any():
         return _ok("few_values", name, "never normalized with batch statistics at the recorded steps")
-    least = int(used.min())
+    least = int(count[training].min())
+    at = int(steps[training][np.argmin(count[training])])
     what = {"batch": "values per channel in a batch (N x H x W)", "group": "values per group statistic",
             "instance": "values per instance and channel (H x W)"}.get(info.family, "values per statistic")
-    if least > FEW_VALUES_WARNING:
-        return _ok("few_values", name, f"at least {least} {what}")
-    severity = "problem" if least <= FEW_VALUES_PROBLEM else "warning"
-    evidence = f"as few as {least} {what} (at step {int(steps[training][np.argmin(used)])})"
-    fix = ("Batch statistics over this few values are mostly noise, and a batch of one cannot be normalized at "
-           "all in train mode. Use larger batches (or accumulate BN statistics over several), or a normalization "
-           "that does not depend on the batch (GroupNorm, LayerNorm); for single-sample inference use eval mode.")
-    return Finding("few_values", name, severity, CHECKS["few_values"], evidence, fix, steps,
-                   {"values per statistic": count.astype(float)}, "values")
+    # For BatchNorm the batch size matters beyond N x H x W: the H x W values of one image are
+    # correlated, and with one sample BN normalizes every image by itself (instance norm in
+    # training, something else in eval mode). Wu & He (2018) see BN degrade below 8 a batch.
+    batch = info.family == "batch"
+    fewest = int(samples[training].min()) if batch and len(samples) else 0
+    problems, notes = [], []
+    if least <= FEW_VALUES_PROBLEM:
+        problems.append(f"as few as {least} {what} (at step {at})")
+    elif least <= FEW_VALUES_WARNING:
+        notes.append(f"as few as {least} {what} (at step {at})")
+    if batch and 0 < fewest <= 1:
+        problems.append("batches of one sample: each is normalized by its own statistics")
+    elif batch and 0 < fewest < SMALL_BATCH:
+        notes.append(f"batches of {fewest} samples (fewer than {SMALL_BATCH})")
+    if not problems and not notes:
+        extra = f", batches of at least {fewest} samples" if batch and fewest else ""
+        return _ok("few_values", name, f"at least {least} {what}{extra}")
+    severity = "problem" if problems else "warning"
+    evidence = "; ".join(problems + notes)
+    fix = ("Batch statistics over this few values are mostly noise, and a batch of one cannot be normalized "
+           "meaningfully in train mode. Use larger batches (or accumulate BN statistics over several), or a "
+           "normalization that does not depend on the batch (GroupNorm, LayerNorm); for single-sample inference "
+           "use eval mode.")
+    series = {"values per statistic": count.astype(float)}
+    if batch:
+        series["samples per batch"] = samples.astype(float)
+    return Finding("few_values", name, severity, CHECKS["few_values"], evidence, fix, steps, series, "values / samples")
 
 
 def check_momentum(run: Any, info: Any) -> Finding:

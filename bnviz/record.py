@@ -194,11 +194,13 @@ class NormStats:
     bias: np.ndarray | None          # beta
     # How the layer ran in that forward (what the BN doctor checks): values per channel the batch
     # statistics were taken over (N for (N, C), N*H*W for (N, C, H, W)); the module's training
-    # flag; whether it has parameters and none of them requires grad; torch's batch counter.
+    # flag; whether it has parameters and none of them requires grad; torch's batch counter;
+    # the batch size.
     count: int = 0
     training: bool = True
     frozen: bool = False
     num_batches_tracked: int | None = None
+    samples: int = 0                 # N: samples in the batch (a batch of one is BN's own fault)
 
 
 # Families of normalization layers, by what they average over (see bnviz.norms.norm_family).

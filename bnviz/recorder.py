@@ -205,6 +205,7 @@ class _LayerHooks:
         self.originals: dict[str, torch.Tensor] = {}
         self.vectors: list[np.ndarray | None] | None = None
         self.count = 0
+        self.samples = 0
         self.training = True
         self.frozen = False
         self.batches_tracked: int | None = None
@@ -221,6 +222,7 @@ class _LayerHooks:
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             return
         self.count = _per_channel(module, x)[1]
+        self.samples = int(x.shape[0]) if x.dim() > 1 else 1
         self.tensors["norm_input"] = x.detach().clone()
         self.tensors["norm_output"] = output.detach().clone()
         self.originals["norm_output"] = output
@@ -404,7 +406,7 @@ class Recorder:
             for j, i in enumerate(rows):
                 batch[i] = (mean[j].reshape(-1).astype(np.float32), var[j].astype(np.float32))
         return {i: NormStats(*batch.get(i, (None, None)), *cap.vectors, count=cap.count, training=cap.training,
-                             frozen=cap.frozen, num_batches_tracked=cap.batches_tracked)
+                             frozen=cap.frozen, num_batches_tracked=cap.batches_tracked, samples=cap.samples)
                 for i, cap in enumerate(caps) if cap.vectors is not None}
 
     def close(self) -> None:
@@ -414,6 +416,7 @@ class Recorder:
 
 
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
+QUANTILE_SAMPLE = 65_536
 
 
 def _shared(edges: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -439,23 +442,26 @@ def choose_edges(caps: Iterable[_LayerHooks], bins: int = 160) -> dict[str, np.n
     1, 2, 2.5 or 5 times a power of ten, and at least 1. Twice, because activations widen as a
     network trains; values that leave the range later are counted as below/above, never lost.
     """
-    seen: dict[str, list[torch.Tensor]] = {}
+    seen: dict[str, dict[int, torch.Tensor]] = {}
     for cap in caps:
         for tap, t in cap.tensors.items():
             if tap in HISTOGRAM_TAPS and t.numel():
-                seen.setdefault(tap, []).append(t)
+                seen.setdefault(tap, {})[id(t)] = t      # a tensor seen at two taps counts once
     edges = {}
     for tap, ts in seen.items():
         reach, lowest = 0.0, 0.0
-        for t in ts:
-            v = t.detach().float().reshape(-1)
+        for t in ts.values():
+            v = t.detach().reshape(-1)
+            # A range needs no full sort of a ResNet's 500,000-value activations: an evenly
+            # strided sample of at most 65,536 values gives the 99.9th percentile closely
+            # (a full torch.quantile of each took ~30 ms, the first snapshot over a second).
+            v = v[:: v.numel() // QUANTILE_SAMPLE + 1].float()
             v = v[torch.isfinite(v)]
             if not v.numel():
                 continue
-            if v.numel() > 1_000_000:  # quantile's input limit; a strided sample is plenty for a range
-                v = v[:: v.numel() // 1_000_000 + 1]
             reach = max(reach, float(torch.quantile(v.abs(), 0.999)))
-            lowest = min(lowest, float(v.min()))
+            smallest = float(t.min())            # over every value: a few negatives decide the range's side
+            lowest = min(lowest, smallest if math.isfinite(smallest) else float(v.min()))
         r = _nice_ceil(max(2 * reach, 1.0))
         lo = 0.0 if lowest >= 0 else -r
         edges[tap] = np.linspace(lo, r, bins + 1, dtype=np.float32)

@@ -35,7 +35,7 @@ Schema (version 1)::
         [[layer, tap name], ...]): counts int32 (each tap's bins in turn, as many as its edges
         make), percentiles and unit_percentiles float32 (K, P), totals int64 (K, 4: below,
         above, nonfinite, n), moments float64 (K, 3: mean, std, zero_frac)
-    norms(step, layer, batch_mean .. bias BLOB (NULL: absent), count, training, frozen,
+    norms(step, layer, batch_mean .. bias BLOB (NULL: absent), count, training, frozen, samples,
           num_batches_tracked)                                    PRIMARY KEY (step, layer)
     scalars(name, step, value REAL)                               PRIMARY KEY (name, step)
 
@@ -91,7 +91,7 @@ CREATE TABLE snapshots (step INTEGER PRIMARY KEY, taps TEXT NOT NULL, counts BLO
 CREATE TABLE norms (step INTEGER NOT NULL, layer INTEGER NOT NULL,
                     batch_mean BLOB, batch_var BLOB, running_mean BLOB, running_var BLOB, weight BLOB, bias BLOB,
                     count INTEGER NOT NULL, training INTEGER NOT NULL, frozen INTEGER NOT NULL,
-                    num_batches_tracked INTEGER,
+                    num_batches_tracked INTEGER, samples INTEGER NOT NULL,
                     PRIMARY KEY (step, layer));
 CREATE TABLE scalars (name TEXT NOT NULL, step INTEGER NOT NULL, value REAL, PRIMARY KEY (name, step));
 """
@@ -111,10 +111,15 @@ class _Thinning:
     (the caller deletes and rewrites it) and drops nothing.
     """
 
-    def __init__(self, cap: int, stride: int = 1) -> None:
+    def __init__(self, cap: int, stride: int = 1, *, every_step: bool = False) -> None:
         self.cap = cap
         self.stride = stride
         self.steps: list[int] = []
+        # A series fed every step (the scalars) keeps only the steps on its stride, plus the
+        # newest one until a newer one comes: as train() adds to its History only the steps
+        # that are due. Keeping every step would halve the spacing again at every overflow.
+        self.every_step = every_step
+        self.provisional = False
 
     def check(self, step: int, what: str) -> None:
         if self.steps and step < self.steps[-1]:
@@ -124,12 +129,16 @@ class _Thinning:
         """Record ``step``; return the steps thinned away."""
         if self.steps and self.steps[-1] == step:
             return []
+        dropped = []
+        if self.provisional:
+            dropped.append(self.steps.pop())     # the previous newest, kept only as the newest
+        self.provisional = self.every_step and step % self.stride != 0
         self.steps.append(step)
         if len(self.steps) <= self.cap:
-            return []
+            return dropped
         self.stride *= 2
         kept = [s for s in self.steps if s % self.stride == 0 or s == step]
-        dropped = [s for s in self.steps if s % self.stride != 0 and s != step]
+        dropped += [s for s in self.steps if s % self.stride != 0 and s != step]
         self.steps = kept
         return dropped
 
@@ -276,7 +285,7 @@ class RunWriter:
             for table in ("snapshots", "norms"):
                 db.executemany(f"DELETE FROM {table} WHERE step = ?", gone)
             db.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)", taps)
-            db.executemany("INSERT INTO norms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r for r, _ in norm_rows])
+            db.executemany("INSERT INTO norms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [r for r, _ in norm_rows])
         self._channels.update((row[1], size) for row, size in norm_rows if size is not None)
         self._saw(step)
 
@@ -319,7 +328,7 @@ class RunWriter:
                              "they must share one length for the whole run")
         nbt = ns.num_batches_tracked
         row = (step, layer, *[_blob(a, _F32) for a in arrays], int(ns.count), int(bool(ns.training)),
-               int(bool(ns.frozen)), None if nbt is None else int(nbt))
+               int(bool(ns.frozen)), None if nbt is None else int(nbt), int(ns.samples))
         return row, (sizes.pop() if sizes else None)
 
     def add_scalars(self, step: int, values: Mapping[str, float]) -> None:
@@ -338,7 +347,7 @@ class RunWriter:
             for name, value in rows:
                 series = self._scalars.get(name)
                 if series is None:
-                    series = self._scalars[name] = _Thinning(LOSS_CAP)
+                    series = self._scalars[name] = _Thinning(LOSS_CAP, every_step=True)
                     self._strides_changed = True
                 stride = series.stride
                 dropped = series.add(step)
@@ -617,10 +626,12 @@ class StoredRun:
 
     def layer_state(self, name: str) -> dict[str, np.ndarray]:
         """How norm layer ``name`` ran at each recorded step, (S,) each: steps, count (values per
-        statistic), training, frozen, num_batches_tracked (float64, NaN where the layer has none)."""
-        steps, (count, training, frozen, nbt) = self._norm_columns(
-            name, ("count", "training", "frozen", "num_batches_tracked"))
-        return {"steps": steps, "count": np.array(count, dtype=np.int64), "training": np.array(training, dtype=bool),
+        statistic), samples (N, the batch size), training, frozen, num_batches_tracked (float64,
+        NaN where the layer has none)."""
+        steps, (count, samples, training, frozen, nbt) = self._norm_columns(
+            name, ("count", "samples", "training", "frozen", "num_batches_tracked"))
+        return {"steps": steps, "count": np.array(count, dtype=np.int64), "samples": np.array(samples, dtype=np.int64),
+                "training": np.array(training, dtype=bool),
                 "frozen": np.array(frozen, dtype=bool),
                 "num_batches_tracked": np.array([_real(n) for n in nbt], dtype=np.float64)}
 
@@ -646,9 +657,11 @@ class StoredRun:
             for step, *packed in db.execute("SELECT * FROM snapshots ORDER BY step"):
                 snaps[step] = (_unpack_taps(packed, edges, layouts), {})
             # rowid order is insertion order: the snapshot's own order of layers
-            for (step, layer, *arrays, count, training, frozen, nbt) in db.execute("SELECT * FROM norms ORDER BY rowid"):
+            for (step, layer, *arrays, count, training, frozen, nbt, samples) in db.execute(
+                    "SELECT * FROM norms ORDER BY rowid"):
                 snaps[step][1][layer] = NormStats(*[_array(a, _F32) for a in arrays], count=count,
-                                                  training=bool(training), frozen=bool(frozen), num_batches_tracked=nbt)
+                                                  training=bool(training), frozen=bool(frozen), num_batches_tracked=nbt,
+                                                  samples=samples)
             losses = db.execute("SELECT step, value FROM scalars WHERE name = 'loss' ORDER BY step").fetchall()
         snapshots: Thinned[Snapshot] = Thinned(SNAPSHOT_CAP, stride=meta["snapshot_stride"], steps=list(snaps),
                                                items=[Snapshot(s, taps, norms) for s, (taps, norms) in snaps.items()])

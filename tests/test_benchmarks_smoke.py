@@ -14,7 +14,8 @@ import torch
 from conftest import ROOT
 
 REQUIRED = ("instrumentation_overhead", "reference_bn_vs_torch", "export_png_s", "default_run_s",
-            "default_run_vs_bare", "first_chart_s", "redraw_ms", "history_mb_50k_steps")
+            "default_run_vs_bare", "first_chart_s", "redraw_ms", "history_mb_50k_steps",
+            "watch_overhead_resnet18", "open_run_50k_s")
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -48,7 +49,7 @@ def test_baselines_do_the_same_training_work():
 
 def test_quick_run_writes_every_key(tmp_path):
     # The browser group and the others run side by side: two processes, as `--only` allows.
-    parts = {"browser": "browser", "core": "norms,training,export,views"}
+    parts = {"browser": "browser", "core": "norms,training,watch,export,views"}
     procs = {name: subprocess.Popen([sys.executable, "-m", "benchmarks", "--quick", "--only", groups,
                                      "--out", str(tmp_path / f"{name}.json")], cwd=ROOT, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -70,6 +71,9 @@ def test_quick_run_writes_every_key(tmp_path):
         detail = result["detail"][key]
         assert detail["min"] <= detail["median"] <= detail["max"]
     assert result["detail"]["redraw_ms"]["control_kinds"], "no display control found on the histograms page"
+    watched = result["detail"]["watch_overhead_resnet18"]        # quick: 41 steps, every 20
+    assert watched["recorded_steps"] == [0, 20, 40] and watched["parts_of_a_step"]["recorded_steps"] == 3
+    assert result["detail"]["open_run_50k_s"]["kept"] == {"snapshots": 15, "losses": 300, "layers": 2}
 
 
 def test_table_and_readme_markdown_have_a_row_per_key():

@@ -258,13 +258,17 @@ def test_snapshot_thinning_equals_record_thinned_fed_the_same_steps(tmp_path):
 
 
 def test_each_scalar_series_is_thinned_like_record_thinned(tmp_path):
+    # The writer is given every step; the oracle is fed as train() feeds its History: the steps
+    # that are due, and the newest one (here: the last of each series).
     oracles = {"loss": Thinned(LOSS_CAP), "lr": Thinned(LOSS_CAP)}
+    last = {"loss": 9_999, "lr": 9_998}
     with _writer(tmp_path) as w:
         for step in range(10_000):
             values = {"loss": 1.0 / (step + 1)} | ({"lr": step * 0.5} if step % 2 == 0 else {})
             w.add_scalars(step, values)
             for name, v in values.items():
-                oracles[name].add(step, v)
+                if oracles[name].due(step) or step == last[name]:
+                    oracles[name].add(step, v)
             if step % 500 == 0:
                 w.commit()
     run = open_run(tmp_path)
@@ -272,10 +276,21 @@ def test_each_scalar_series_is_thinned_like_record_thinned(tmp_path):
         steps, values = run.scalars(name)
         assert list(steps) == oracle.steps and list(values) == oracle.items, name
         assert run.meta["scalar_strides"][name] == oracle.stride
-    assert oracles["loss"].stride == 8 and oracles["lr"].stride == 4   # both series were thinned
+        assert np.diff(steps).max() <= oracle.stride                      # no part of the run left sparse
+    assert oracles["loss"].stride == 4 and oracles["lr"].stride == 4   # both series were thinned
     h = run.history()
-    assert h.losses.steps == oracles["loss"].steps and h.losses.stride == 8
+    assert h.losses.steps == oracles["loss"].steps and h.losses.stride == 4
     assert [loss for loss, _ in h.losses] == oracles["loss"].items
+
+
+def test_a_long_scalar_series_keeps_its_whole_history_evenly(tmp_path):
+    with _writer(tmp_path) as w:
+        for step in range(60_000):
+            w.add_scalars(step, {"loss": float(step)})
+    steps, values = open_run(tmp_path).scalars("loss")
+    assert LOSS_CAP // 2 <= len(steps) <= LOSS_CAP + 1 and steps[0] == 0 and steps[-1] == 59_999
+    stride = open_run(tmp_path).meta["scalar_strides"]["loss"]
+    assert np.diff(steps).max() <= stride and np.array_equal(values, steps.astype(float))
 
 
 # ----- other processes ---------------------------------------------------------------------------
