@@ -95,6 +95,9 @@ CREATE TABLE norms (step INTEGER NOT NULL, layer INTEGER NOT NULL,
                     PRIMARY KEY (step, layer));
 CREATE TABLE scalars (name TEXT NOT NULL, step INTEGER NOT NULL, value REAL, PRIMARY KEY (name, step));
 """
+# The norms table's columns in order: rows are written and read by position.
+NORM_COLUMNS = ("step", "layer", "batch_mean", "batch_var", "running_mean", "running_var", "weight", "bias", "count",
+                "training", "frozen", "num_batches_tracked", "samples")
 
 
 class RunFileError(Exception):
@@ -457,6 +460,10 @@ def _check_format(file: Path, db: sqlite3.Connection) -> None:
     missing = [t for t in _TABLES if t not in tables]
     if missing:
         raise RunFileError(f"{file} is a damaged bnviz run: tables {', '.join(missing)} are missing")
+    columns = [row[1] for row in db.execute("PRAGMA table_info(norms)")]
+    if columns != list(NORM_COLUMNS):
+        raise RunFileError(f"{file} is a bnviz run whose norms table has other columns than this bnviz writes "
+                           f"({', '.join(columns)}): record it again with this version")
 
 
 def _layer_info(file: Path, info: str) -> LayerInfo:

@@ -181,9 +181,13 @@ class Page:
         self.slug = slug
         self.figures: dict[str, go.Figure] = {}
         self.url_notes: list[str] = []
+        self._config_for_url: dict[str, str] = {}      # the Config's part of the URL (none without one)
         self.parts: dict[str, tuple[str, ...]] = {}   # fragment key -> the view settings it is drawn with
         self._drawing: str | None = None               # the part being drawn now, if any
         self._live_draws = 0                           # live training charts drawn in this run
+        if st.session_state.pop(f"{slug}.__checked", False):  # a page run a check of follow() asked for
+            self._put_back_views()
+            st.session_state[f"{slug}.__resync"] = True
         if title is not None:
             st.title(title)
         if caption is not None:
@@ -216,14 +220,24 @@ class Page:
                 for i, n in enumerate(n for n in main if n not in sidebar):
                     values[n] = _widget(n, self._key(n), cols[i % 3])
         config = base.replace(**values)
+        self._warn_url_notes()
+        self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
+        self._write_url()
+        return config
+
+    def display_only(self, view: Mapping[str, Any]) -> None:
+        """For a page that trains nothing (no :meth:`config`): read its display settings ``view``
+        ({name: default}) from the link as :meth:`config` does, and say what in the link it ignored."""
+        self._seed_from_url(Config(), (), view)
+        self._warn_url_notes()
+        self._write_url()
+
+    def _warn_url_notes(self) -> None:
         if self.url_notes:
             # a link with thousands of bad keys would otherwise show (and resend) megabytes of notes
             more = len(self.url_notes) - MAX_URL_NOTES
             st.warning("Some settings in the link were adjusted: " + "; ".join(self.url_notes[:MAX_URL_NOTES])
                        + (f"; and {more} more" if more > 0 else "") + ".")
-        self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
-        self._write_url()
-        return config
 
     def _seed_from_url(self, base: Config, names: Sequence[str], view: Mapping[str, Any]) -> None:
         flag = f"{self.slug}.__url_read"
@@ -302,6 +316,8 @@ class Page:
         those parts; otherwise the page script reruns (from the cache: no training either way).
         """
         key = f"{self.slug}.view.{name}"
+        if st.session_state.get(f"{self.slug}.__resync") and key in st.session_state:
+            st.session_state[key] = st.session_state[key]  # sent with the widget: the browser shows it again
         if "on_change" not in kwargs:
             kwargs.update(on_change=self._redraw_parts, args=(name,))
         homes = st.session_state.setdefault(f"{self.slug}.__control_parts", {})
@@ -370,6 +386,7 @@ class Page:
                             with above:
                                 controls()
                     self._write_url()
+                    self._record_views()
             finally:
                 self._drawing = outer
 
@@ -399,6 +416,8 @@ class Page:
         running = getattr(get_script_run_ctx(), "fragment_ids_this_run", None)  # None: the page script
         if targets == [home] and running:
             return
+        if running and home is None:
+            return  # a control outside every part changes in a page run, never in a fragment's: see follow()
         try:
             st.rerun(targets)
         except StreamlitAPIException:  # a key this session's last run did not draw: rerun the page
@@ -409,6 +428,51 @@ class Page:
         view = f"{self.slug}.view."
         return {k: v for k, v in st.session_state.items()
                 if isinstance(k, str) and not k.startswith(view) and ".__" not in k and _plain(v)}
+
+    def _views(self) -> dict[str, Any]:
+        prefix = f"{self.slug}.view."
+        return {k: v for k, v in st.session_state.items() if isinstance(k, str) and k.startswith(prefix)}
+
+    def _record_views(self) -> None:
+        """The display settings the page (or a part) was just drawn with: what a check of
+        :meth:`follow` compares the browser's values with."""
+        st.session_state[f"{self.slug}.__views_drawn"] = self._views()
+
+    # ----- following something that changes outside the page ---------------------------------------
+    def follow(self, changed: Callable[[], bool], caption: str, every: float = 1.0) -> None:
+        """Draw the page again when something outside it has changed (a run another process is
+        writing): every ``every`` seconds a small part calls ``changed()`` and, if it says so,
+        reruns the page. Only the check runs every ``every`` s; the page runs when there is news.
+
+        A check never changes a display setting. The browser sends every widget's value with each
+        check, and a browser still drawing the page (busy, or slow) can send, and show, a control's
+        default instead of the value the page gave it (Streamlit 1.67, with the browser's CPU
+        throttled). Display values a check brings are put back, and a page run a check asked for
+        sends every control's value again (``__resync``), so the browser shows it.
+        """
+        @st.fragment(run_every=every)
+        def check() -> None:
+            with guard():
+                if getattr(get_script_run_ctx(), "fragment_ids_this_run", None):  # a check, not the page's run
+                    if self._put_back_views() or changed():
+                        # the page run this asks for can bring the browser's values again (Streamlit
+                        # folds a check requested meanwhile into it): it puts them back too (__init__)
+                        st.session_state[f"{self.slug}.__checked"] = True
+                        st.rerun()
+                st.caption(f"{caption} (last checked {time.strftime('%H:%M:%S')}).")
+
+        check()
+
+    def _put_back_views(self) -> list[str]:
+        """Give the display settings the values the page was last drawn with; the ones changed."""
+        drawn = st.session_state.get(f"{self.slug}.__views_drawn", {})
+        stale = [k for k, v in drawn.items() if st.session_state.get(k, _GONE) != v]
+        for k in stale:
+            st.session_state[k] = drawn[k]
+        if stale:
+            log.info("display values the page did not draw came with a check: %s; put back", stale)
+            st.session_state[f"{self.slug}.__resync"] = True
+        return stale
 
     def _remember_settings(self) -> None:
         st.session_state[f"{self.slug}.__drawn_with"] = self._settings()
@@ -530,6 +594,8 @@ class Page:
         change redraws them (the button itself is not redrawn then).
         """
         self._remember_settings()
+        self._record_views()
+        st.session_state.pop(f"{self.slug}.__resync", None)
         if not self.figures:
             return
         figures = self.figures

@@ -97,15 +97,19 @@ def start_server(port: int | None = None, extra_env: dict | None = None) -> tupl
     raise RuntimeError("streamlit did not start within 60 s")
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    proc, url = start_server()
-    yield url
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    proc, url = start_server()
+    yield url
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

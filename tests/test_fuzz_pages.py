@@ -161,8 +161,20 @@ def problems_after_run(at: AppTest) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def recorded_runs(tmp_path_factory):
+    """The runs folder of the "Your runs" page: two small runs recorded with bnviz.watch."""
+    from test_figures_runs import batches, convnet, mlp, record
+
+    root = tmp_path_factory.mktemp("runs")
+    record(root / "mlp", mlp(), batches(12, 16, 0))
+    record(root / "cnn", convnet(), batches(12, 8, 1, shape=(1, 8, 8)))
+    return root
+
+
 @pytest.mark.parametrize("page_file", PAGES, ids=lambda p: p.stem)
-def test_random_legal_inputs_never_break_the_page(page_file, capsys):
+def test_random_legal_inputs_never_break_the_page(page_file, capsys, recorded_runs, monkeypatch):
+    monkeypatch.setenv("BNVIZ_RUNS_DIR", str(recorded_runs))
     at = AppTest.from_file(str(page_file), default_timeout=RUN_TIMEOUT_S)
     at.session_state["steps"] = 100
     at.run()

@@ -511,3 +511,12 @@ def test_open_run_takes_a_folder_its_file_or_a_distributed_jobs_rank(runs_root):
         open_run(runs_root / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_run(runs_root / "missing")
+
+
+def test_a_run_whose_norms_table_lacks_a_column_is_refused_by_name(tmp_path):
+    with _writer(tmp_path) as w:
+        pass
+    with sqlite3.connect(tmp_path / RUN_FILE) as db:
+        db.execute("ALTER TABLE norms DROP COLUMN samples")
+    with pytest.raises(RunFileError, match=f"{RUN_FILE}.*other columns"):
+        open_run(tmp_path).history()

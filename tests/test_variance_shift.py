@@ -106,3 +106,18 @@ def test_no_dropout_means_no_shift():
     for s in shifts:
         assert s.mean_theory == 1.0
         assert s.mean_ratio == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_unit_that_never_varies_has_no_ratio_and_the_others_keep_theirs():
+    run = train(BASE.replace(dropout_position="before_norm", steps=50))
+    model = run.model
+    with torch.no_grad():
+        model.blocks[0].weight.weight[3] = 0           # unit 3 of the first BN's input is always 0
+        if model.blocks[0].weight.bias is not None:
+            model.blocks[0].weight.bias[3] = 0
+    first = vs.measure_variance_shift(model, run.dataset.x_train, seed=4)[0]
+    assert first.eval_var[3] == 0 and np.isnan(first.theory_ratio[3])
+    others = np.delete(np.arange(len(first.eval_var)), 3)
+    z = run.dataset.x_train.double().numpy() @ model.blocks[0].weight.weight.detach().double().numpy().T
+    expected = theory.dropout_train_variance(z.mean(0), z.var(0), 0.5)[others] / z.var(0)[others]
+    np.testing.assert_allclose(first.theory_ratio[others], expected, rtol=1e-6)

@@ -145,7 +145,10 @@ def _theory(net: Net, i: int, eval_taps: list[dict[str, torch.Tensor]], c: np.nd
     if keep is None or not upstream:
         return np.ones_like(v), "no dropout before this BN: ratio 1"
     if "dropout" in order and order.index("dropout") == order.index("norm") - 1:
-        ratio = np.asarray(theory.dropout_variance_ratio(c, safe_v, keep))
+        # A unit that never varies (a dead ReLU) has no ratio: NaN there, the closed form elsewhere.
+        ratio = np.full(np.shape(v), np.nan)
+        alive = v > 0
+        ratio[alive] = theory.dropout_variance_ratio(np.broadcast_to(c, np.shape(v))[alive], v[alive], keep)
         return ratio, "dropout right before BN: ((c^2+v)/p - c^2)/v"
     if order.index("norm") == 0 and i > 0:
         prev = net.blocks[i - 1]
