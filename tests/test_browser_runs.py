@@ -15,7 +15,7 @@ from conftest import ROOT, png_size, start_server, stop_server, wait_for_charts
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOT = ROOT / "docs" / "screenshots" / "runs.png"
+SCREENSHOT = ROOT / "tests" / "artifacts" / "runs.png"   # docs/screenshots/runs.png is a copy of one
 STEPS, EVERY, PAUSE_S = 200, 5, 0.1     # some 20-30 s of training
 
 # A user's script: a small CNN with a BatchNorm1d given Keras' momentum by mistake (the doctor
