@@ -254,6 +254,15 @@ class RunWriter:
     def _saw(self, step: int) -> None:
         self._last_step = step if self._last_step is None else max(self._last_step, step)
 
+    def snapshot_due(self, step: int) -> bool:
+        """Whether a snapshot of ``step`` would be kept at the current (thinned) cadence: the
+        recorder arms its hooks only for those."""
+        return step % self._snapshots.stride == 0
+
+    @property
+    def has_snapshots(self) -> bool:
+        return bool(self._snapshots.steps)
+
     def set_edges(self, edges: Mapping[str, np.ndarray]) -> None:
         """Histogram bin edges per tap name, fixed for the run: once, before the first snapshot."""
         if self._edges is not None or self._snapshots.steps:

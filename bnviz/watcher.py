@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .record import SNAPSHOT_CAP, Thinned
 from .recorder import ACTIVATION_TYPES, LayerSpec, Recorder, norm_family, unwrap
 from .store import RUN_FILE, RunWriter
 
@@ -92,7 +91,6 @@ class Watch:
             warnings.warn(f"bnviz.watch: {type(unwrap(model)).__name__} has no normalization or activation "
                           "modules; only the scalars passed to step() are recorded", stacklevel=3)
         self.steps_done = 0
-        self._cadence: Thinned[None] = Thinned(SNAPSHOT_CAP, stride=every)   # mirrors the store's thinning
         self._writer: RunWriter | None = None
         self._last_commit = time.monotonic()
         self._inputs: list[torch.Tensor] = []
@@ -102,7 +100,8 @@ class Watch:
 
     # ----- the training loop's side -------------------------------------------------------------
     def _arm(self) -> None:
-        if not self._cadence.due(self.steps_done):
+        # The store's thinned cadence decides (before the writer exists, at step 0, every step is due).
+        if self._writer is not None and not self._writer.snapshot_due(self.steps_done):
             return
         self.recorder.arm()
         if self.holdout is not None and self._input_hook is None:
@@ -142,9 +141,8 @@ class Watch:
         if self._writer is None:
             self._writer = self._open_writer()
         if snap is not None:
-            if self._cadence.steps == [] and self.recorder.edges is not None:
+            if not self._writer.has_snapshots and self.recorder.edges is not None:
                 self._writer.set_edges(self.recorder.edges)
-            self._cadence.add(step, None)
             self._writer.add_snapshot(snap)
             if self.holdout is not None:
                 values.update(self._evaluate_holdout())
