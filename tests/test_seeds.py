@@ -1,0 +1,122 @@
+"""bnviz.seeds against independent oracles: printed t tables, scipy, Monte-Carlo draws of t and
+coverage of the interval on simulated normal data, numpy per-step statistics."""
+import math
+
+import numpy as np
+import pytest
+
+from bnviz import seeds
+from bnviz.config import Config
+
+# Two-sided 95 % critical values, t_{0.975, df}, from any printed t table.
+TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 7: 2.365, 9: 2.262, 14: 2.145, 19: 2.093, 30: 2.042}
+
+
+@pytest.mark.parametrize("df,expected", sorted(TABLE.items()))
+def test_t_quantile_matches_printed_table(df, expected):
+    assert seeds.t_quantile(0.975, df) == pytest.approx(expected, abs=6e-4)
+
+
+def test_t_quantile_matches_scipy_everywhere_it_is_used():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, seeds.MAX_SEEDS):
+        for p in (0.5, 0.6, 0.9, 0.975, 0.995, 0.025):
+            assert seeds.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9, abs=1e-12)
+            assert seeds.t_cdf(stats.t.ppf(p, df), df) == pytest.approx(p, abs=1e-12)
+
+
+@pytest.mark.parametrize("df", [1, 3, 8])
+def test_t_quantile_against_monte_carlo_draws_of_t(df):
+    rng = np.random.default_rng(df)
+    n = 400_000
+    t = rng.standard_normal(n) / np.sqrt(rng.chisquare(df, n) / df)  # the definition of Student's t
+    q = seeds.t_quantile(0.975, df)
+    share = np.mean(t <= q)
+    assert share == pytest.approx(0.975, abs=4 * math.sqrt(0.975 * 0.025 / n))
+
+
+def test_regularized_beta_against_a_closed_form():
+    # I_x(a, 1) = x^a and I_x(1, b) = 1 - (1 - x)^b
+    for x in (0.01, 0.3, 0.77, 0.99):
+        assert seeds.regularized_beta(2.5, 1.0, x) == pytest.approx(x ** 2.5, rel=1e-12)
+        assert seeds.regularized_beta(1.0, 3.5, x) == pytest.approx(1 - (1 - x) ** 3.5, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_interval_covers_the_true_mean_95_percent_of_the_time(n):
+    rng = np.random.default_rng(100 + n)
+    reps, true_mean = 4000, 3.0
+    hits = 0
+    for _ in range(reps):
+        iv = seeds.mean_interval(rng.normal(true_mean, 2.0, n))
+        hits += iv.low <= true_mean <= iv.high
+    assert hits / reps == pytest.approx(0.95, abs=4 * math.sqrt(0.95 * 0.05 / reps))
+
+
+def test_mean_interval_is_mean_plus_minus_t_s_over_root_n_by_numpy():
+    x = np.array([0.975, 0.962, 0.981, 0.955, 0.978, np.nan])  # a diverged run: NaN, left out
+    finite = x[np.isfinite(x)]
+    iv = seeds.mean_interval(x)
+    half = TABLE[4] * finite.std(ddof=1) / math.sqrt(5)
+    assert iv.n == 5
+    assert iv.mean == pytest.approx(finite.mean())
+    assert (iv.low, iv.high) == pytest.approx((finite.mean() - half, finite.mean() + half), rel=3e-4)  # the table has 3 decimals
+
+
+def test_one_value_has_no_interval():
+    iv = seeds.mean_interval([0.9])
+    assert iv.mean == 0.9 and math.isnan(iv.low) and math.isnan(iv.high)
+    assert seeds.headline([0.9]) == "90.0 %"
+
+
+def test_paired_interval_is_narrower_than_separate_ones_when_seeds_move_both():
+    rng = np.random.default_rng(7)
+    seed_effect = rng.normal(0, 1.0, 8)            # what a seed does to both networks
+    a = 97.0 + seed_effect + rng.normal(0, 0.1, 8)
+    b = 96.5 + seed_effect + rng.normal(0, 0.1, 8)
+    diff = seeds.paired_difference(a, b)
+    d = a - b
+    assert diff.mean == pytest.approx(d.mean())
+    assert diff.half_width == pytest.approx(TABLE[7] * d.std(ddof=1) / math.sqrt(8), rel=3e-4)  # the table has 3 decimals
+    assert diff.low > 0  # the seeds' shared noise cancels: 0.5 points is detected
+    separate = seeds.mean_interval(a).half_width + seeds.mean_interval(b).half_width
+    assert diff.half_width < separate / 3
+
+
+def test_verdict_wording():
+    ahead = seeds.Interval(0.6, 0.1, 1.1, 8)
+    assert seeds.verdict("BN", "no BN", ahead) == "BN ahead by 0.6 points (95 % CI 0.1 to 1.1) over 8 seeds"
+    behind = seeds.Interval(-0.6, -1.1, -0.1, 8)
+    assert seeds.verdict("no BN", "BN", behind) == "BN ahead by 0.6 points (95 % CI 0.1 to 1.1) over 8 seeds"
+    none = seeds.Interval(0.2, -0.4, 0.8, 5)
+    line = seeds.verdict("BN", "no BN", none)
+    assert "no difference detectable over 5 seeds (-0.4 to 0.8" in line and "BN minus no BN" in line
+
+
+def test_pairwise_verdicts_on_accuracies_in_points():
+    a, b = [0.97, 0.975, 0.98, 0.972], [0.95, 0.956, 0.96, 0.951]
+    [line] = seeds.pairwise_verdicts({"with BN": a, "without BN": b})
+    d = (np.array(a) - np.array(b)) * 100
+    assert line.startswith(f"with BN ahead by {d.mean():.1f} points")
+    assert line.endswith("over 4 seeds")
+
+
+def test_band_matches_numpy_per_step_and_leaves_out_a_run_that_stopped():
+    rng = np.random.default_rng(3)
+    steps = np.arange(0, 100, 10)
+    values = rng.normal(size=(4, len(steps)))
+    curves = [(steps, values[i]) for i in range(3)] + [(steps[:4], values[3, :4])]  # the 4th diverged at 40
+    b = seeds.band(curves)
+    np.testing.assert_array_equal(b.steps, steps)
+    np.testing.assert_array_equal(b.n, [4] * 4 + [3] * 6)
+    for j in range(len(steps)):
+        col = values[: b.n[j], j]
+        half = TABLE[b.n[j] - 1] * col.std(ddof=1) / math.sqrt(b.n[j])
+        assert b.mean[j] == pytest.approx(col.mean())
+        assert (b.low[j], b.high[j]) == pytest.approx((col.mean() - half, col.mean() + half), rel=3e-4)
+
+
+def test_seed_configs_start_at_the_pages_seed():
+    configs = seeds.seed_configs(Config(seed=5), 3)
+    assert [c.seed for c in configs] == [5, 6, 7]
+    assert configs[0] == Config(seed=5)
