@@ -1,0 +1,389 @@
+"""One executor for every independent run: seeds, sweeps, the networks of an experiment.
+
+Runs of different configs (or seeds) share nothing, so they train side by side: one worker process
+per core by default, each with one torch thread (small networks gain nothing from more, and a
+run's numbers do not depend on how many there are). A server shares one executor between all its
+sessions, and that is the admission rule: at most ``slots`` trainings at a time, the others wait
+in one first-come queue whose order a session can read (:meth:`Executor.position`) and leave
+(:meth:`Executor.release`).
+
+    ex = Executor()                                  # local pool, or Dask if BNVIZ_SCHEDULER is set
+    tasks = [ex.submit(train_packed, cfg, key=cfg) for cfg in configs]
+    for task in ex.as_completed(tasks):              # each as it finishes, not in order
+        run = unpack(task.result())
+
+Why processes, and why ``forkserver``: Python training loops hold the GIL most of the time, so
+threads would not use the second core; and forking the server itself (``fork``) copies a process
+that already runs torch's and Streamlit's threads, which can deadlock the child. A forkserver is a
+fresh single-threaded process that imports torch and bnviz once (preload); each worker is a fork of
+it, started in milliseconds instead of the ~2 s a ``spawn``ed worker pays to import torch.
+
+The same code runs on Dask distributed when a scheduler address is configured
+(``BNVIZ_SCHEDULER=tcp://host:8786``): Dask brings what a pool on one machine lacks (workers on
+other machines, a scheduler that survives a worker's death), and its futures have the same shape.
+Ray would do as well but is a far larger install for what is used here.
+
+What crosses processes is compact and picklable: a run's :class:`~bnviz.record.History` and its
+model's weights as numpy arrays (:class:`PackedRun`), never a live model or a dataset; the server
+rebuilds the model from the config (:func:`unpack`). A worker trains with the same code and the
+same seeded generators as the server would, so the numbers are the same bit for bit
+(``tests/test_executor.py``).
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, Iterator
+
+import numpy as np
+
+from .config import Config
+from .record import History
+
+log = logging.getLogger("bnviz")
+
+SCHEDULER_ENV = "BNVIZ_SCHEDULER"   # a Dask scheduler address: run there instead of a local pool
+SLOTS_ENV = "BNVIZ_SLOTS"           # trainings at a time (default: one per core)
+CONTEXT = "forkserver"
+CANCEL_RING = 4096                  # cancelled task ids a worker can see (a ring: ids only grow)
+
+# A worker function takes its arguments and ``report(done, total, payload) -> bool``; it reports
+# progress through it (``payload``: something to show meanwhile, e.g. the history so far) and stops
+# early when it returns False (the task was cancelled).
+Report = Callable[[int, int, Any], bool]
+
+
+def default_slots() -> int:
+    raw = os.environ.get(SLOTS_ENV, "")
+    return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a training run sends back
+
+
+@dataclass(frozen=True)
+class PackedRun:
+    """A finished (or stopped) run as it crosses processes: the history and the final weights
+    (``state_dict`` as numpy arrays; None when a rerun of the history is all that is wanted)."""
+
+    config: Config
+    history: History
+    state: dict[str, np.ndarray] | None
+
+
+def train_packed(config: Config, report: Report | None = None) -> PackedRun:
+    """:func:`bnviz.train.train` of ``config`` in a worker; progress (the history so far) goes
+    through ``report`` at every evaluation, and a False from it stops the run there."""
+    from .train import train
+
+    def progress(done: int, total: int, history: History) -> bool:
+        return report is None or report(done, total, history)
+
+    run = train(config, progress)
+    state = {k: v.detach().numpy().copy() for k, v in run.model.state_dict().items()}
+    return PackedRun(config=config, history=run.history, state=state)
+
+
+def unpack(packed: PackedRun):
+    """The :class:`bnviz.train.Run` a PackedRun describes: its data set loaded again from the config
+    (a pure function of it) and its network built and given the worker's final weights."""
+    import torch
+
+    from .data import load
+    from .models import build
+    from .train import Run
+
+    data = load(packed.config)
+    model = build(packed.config, tuple(data.x_train.shape[1:]), data.n_classes)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in packed.state.items()})
+    model.eval()
+    return Run(config=packed.config, history=packed.history, model=model, dataset=data)
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker side
+
+
+_progress: Any = None        # the queue a local worker reports on
+_cancelled: Any = None       # ring of cancelled task ids (shared memory)
+
+
+def _init_local_worker(progress_queue: Any, cancelled: Any) -> None:
+    global _progress, _cancelled
+    import torch
+    torch.set_num_threads(1)
+    _progress, _cancelled = progress_queue, cancelled
+
+
+def _run_local(task_id: int, fn: Callable[..., Any], args: tuple) -> Any:
+    def report(done: int, total: int, payload: Any = None) -> bool:
+        _progress.put((task_id, done, total, payload))
+        return _cancelled[task_id % CANCEL_RING] != task_id
+    return fn(*args, report=report)
+
+
+def _run_dask(fn: Callable[..., Any], args: tuple) -> Any:
+    # Dask's workers run tasks in threads of their own process; one torch thread each, as locally.
+    import torch
+    torch.set_num_threads(1)
+    return fn(*args, report=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tasks and the executor
+
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+class Task:
+    """One submitted call. ``progress`` is the last (done, total, payload) it reported."""
+
+    def __init__(self, task_id: int, key: Hashable, fn: Callable[..., Any], args: tuple):
+        self.id, self.key, self.fn, self.args = task_id, key, fn, args
+        self.state = QUEUED
+        self.owners = 1
+        self.progress: tuple[int, int, Any] | None = None
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._future: Any = None
+
+    def done(self) -> bool:
+        return self.state in (DONE, FAILED, CANCELLED)
+
+    def result(self) -> Any:
+        """The call's return value; re-raises its exception in the caller."""
+        if self.state == CANCELLED:
+            raise RuntimeError("the task was cancelled")
+        if self._error is not None:
+            raise self._error
+        if self.state != DONE:
+            raise RuntimeError("the task has not finished")
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Task({self.id}, {self.fn.__name__}, {self.state})"
+
+
+class _LocalPool:
+    def __init__(self, slots: int):
+        ctx = multiprocessing.get_context(CONTEXT)
+        if CONTEXT == "forkserver":
+            ctx.set_forkserver_preload(["bnviz.executor", "bnviz.train"])
+        self.progress = ctx.Queue()
+        self.cancelled = ctx.Array("q", [-1] * CANCEL_RING, lock=False)
+        self._ctx, self._slots = ctx, slots
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self._slots, mp_context=self._ctx, initializer=_init_local_worker,
+                                   initargs=(self.progress, self.cancelled))
+
+    def submit(self, task: Task) -> Any:
+        try:
+            return self.pool.submit(_run_local, task.id, task.fn, task.args)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start a new pool
+            self.pool = self._new_pool()
+            return self.pool.submit(_run_local, task.id, task.fn, task.args)
+
+    def cancel_running(self, task: Task) -> None:
+        self.cancelled[task.id % CANCEL_RING] = task.id
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskPool:
+    def __init__(self, address: str):
+        from distributed import Client
+        self.client = Client(address, set_as_default=False, timeout="10s")
+        self.progress = None
+
+    def slots(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, task: Task) -> Any:
+        return self.client.submit(_run_dask, task.fn, task.args, pure=False, key=f"bnviz-{os.getpid()}-{task.id}")
+
+    def cancel_running(self, task: Task) -> None:
+        # Dask drops the result; the worker's thread finishes the run in the background.
+        if task._future is not None:
+            task._future.cancel()
+
+    def shutdown(self) -> None:
+        self.client.close()
+
+
+class Executor:
+    """A bounded pool of workers and the one queue in front of it (see the module docstring)."""
+
+    def __init__(self, slots: int | None = None, scheduler: str | None = None):
+        scheduler = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+        self.scheduler = scheduler
+        self.backend = _DaskPool(scheduler) if scheduler else _LocalPool(slots or default_slots())
+        self.slots = slots or (self.backend.slots() if scheduler else default_slots())
+        self._cond = threading.Condition()
+        self._pending: deque[Task] = deque()
+        self._running: dict[int, Task] = {}
+        self._by_key: dict[Hashable, Task] = {}
+        self._ids = itertools.count()
+        self._closed = False
+        if self.backend.progress is not None:
+            threading.Thread(target=self._read_progress, name="bnviz-progress", daemon=True).start()
+
+    # ----- submitting and leaving ------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], *args: Any, key: Hashable | None = None) -> Task:
+        """Queue ``fn(*args, report=...)``. A ``key`` already queued or running (another session
+        asked for the same run) gives that task, with one more owner, instead of a second one."""
+        with self._cond:
+            if key is not None:
+                task = self._by_key.get(key)
+                if task is not None and not task.done():
+                    task.owners += 1
+                    return task
+            task = Task(next(self._ids), key, fn, args)
+            if key is not None:
+                self._by_key[key] = task
+            self._pending.append(task)
+            self._dispatch()
+            return task
+
+    def release(self, task: Task) -> None:
+        """One owner no longer wants ``task`` (a session moved on or pressed Stop); the task is
+        cancelled when no owner is left: removed from the queue, or stopped at its next report."""
+        with self._cond:
+            if task.done():
+                return
+            task.owners -= 1
+            if task.owners > 0:
+                return
+            if task.state == QUEUED:
+                self._pending.remove(task)
+                self._finish(task, CANCELLED)
+            else:
+                self.backend.cancel_running(task)
+
+    def position(self, task: Task) -> int:
+        """Tasks queued before ``task`` (0: it is next, or already running or done)."""
+        with self._cond:
+            if task.state != QUEUED:
+                return 0
+            for i, t in enumerate(self._pending):
+                if t is task:
+                    return i
+            return 0
+
+    def busy(self) -> tuple[int, int]:
+        """(running, queued) tasks right now."""
+        with self._cond:
+            return len(self._running), len(self._pending)
+
+    # ----- waiting ---------------------------------------------------------------------------------
+    def as_completed(self, tasks: Iterable[Task], tick: float | None = None) -> Iterator[Task | None]:
+        """Yield each of ``tasks`` as it finishes (done, failed or cancelled). With ``tick``, also
+        yield None every ``tick`` seconds while none finishes: the caller's chance to show
+        progress or queue positions (and, in Streamlit, to be interrupted)."""
+        left = list(tasks)
+        while left:
+            with self._cond:
+                finished = [t for t in left if t.done()]
+                if not finished:
+                    self._cond.wait(timeout=tick)
+                    finished = [t for t in left if t.done()]
+            for t in finished:
+                left.remove(t)
+                yield t
+            if not finished and tick is not None:
+                yield None
+
+    def map(self, fn: Callable[..., Any], argss: Iterable[tuple]) -> list[Any]:
+        """``[fn(*args) for args in argss]`` through the pool, in order (errors re-raised)."""
+        tasks = [self.submit(fn, *args) for args in argss]
+        for _ in self.as_completed(tasks):
+            pass
+        return [t.result() for t in tasks]
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            for t in list(self._pending):
+                self._finish(t, CANCELLED)
+            self._pending.clear()
+        self.backend.shutdown()
+
+    # ----- inside --------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while self._pending and len(self._running) < self.slots and not self._closed:
+            task = self._pending.popleft()
+            task.state = RUNNING
+            self._running[task.id] = task
+            try:
+                task._future = self.backend.submit(task)
+            except Exception as exc:  # noqa: BLE001 - the task fails, the executor goes on
+                task._error = exc
+                self._finish(task, FAILED)
+                continue
+            task._future.add_done_callback(lambda fut, task=task: self._done(task, fut))
+
+    def _done(self, task: Task, fut: Any) -> None:
+        with self._cond:
+            if task.done():
+                return
+            try:
+                task._result = fut.result()
+                self._finish(task, DONE)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the task
+                task._error = exc
+                self._finish(task, CANCELLED if fut.cancelled() else FAILED)
+            self._dispatch()
+
+    def _finish(self, task: Task, state: str) -> None:
+        task.state = state
+        self._running.pop(task.id, None)
+        if self._by_key.get(task.key) is task:
+            del self._by_key[task.key]
+        self._cond.notify_all()
+
+    def _read_progress(self) -> None:
+        while True:
+            try:
+                task_id, done, total, payload = self.backend.progress.get(timeout=1.0)
+            except queue.Empty:
+                if self._closed:
+                    return
+                continue
+            except (EOFError, OSError, ValueError):  # the queue was closed at shutdown
+                return
+            with self._cond:
+                task = self._running.get(task_id)
+                if task is not None:
+                    task.progress = (done, total, payload)
+                    self._cond.notify_all()
+
+
+_shared: Executor | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Executor:
+    """The process-wide executor every session of a server submits to (created on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            started = time.perf_counter()
+            _shared = Executor()
+            atexit.register(_shared.shutdown)
+            log.info("executor: %d slot(s) on %s, started in %.2f s", _shared.slots,
+                     _shared.scheduler or f"a local {CONTEXT} pool", time.perf_counter() - started)
+        return _shared

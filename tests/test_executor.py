@@ -1,0 +1,149 @@
+"""bnviz.executor: a run trained in a worker process (local pool or Dask) is the run the server
+trains itself, bit for bit; results stream as they finish; the queue is bounded, ordered and
+cancellable. Oracle: bnviz.train.train in this process, and the order in which work must finish."""
+import dataclasses
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bnviz import executor as ex
+from bnviz.config import Config, ConfigError
+from bnviz.train import train
+
+pytestmark = pytest.mark.timeout(300)
+
+SMALL = Config(steps=60, width=32, depth=2, record_every=10, eval_every=20)
+
+
+def snooze(seconds: float, report=None) -> float:
+    """A task that holds a slot for ``seconds`` and reports twice (workers import this module)."""
+    half = seconds / 2
+    for k in range(2):
+        time.sleep(half)
+        if report is not None and report(k + 1, 2, None) is False:
+            return -1.0
+    return seconds
+
+
+def assert_identical(a, b, path="history"):
+    """Every number of ``a`` equals ``b``'s exactly (arrays: same dtype and bits; NaN = NaN)."""
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), path
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == b, f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_identical(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{path}[{i}]")
+    elif dataclasses.is_dataclass(a) or hasattr(a, "__dict__"):
+        fields = vars(a) if not hasattr(a, "__dataclass_fields__") else {f: getattr(a, f) for f in a.__dataclass_fields__}
+        for name, value in fields.items():
+            if name != "elapsed_s":  # wall-clock time, the one thing that may differ
+                assert_identical(value, getattr(b, name), f"{path}.{name}")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    executor = ex.Executor(slots=2)
+    yield executor
+    executor.shutdown()
+
+
+def check_same_as_here(packed: ex.PackedRun, config: Config) -> None:
+    here = train(config)
+    assert_identical(packed.history, here.history)
+    there = ex.unpack(packed)
+    for (name, a), (_, b) in zip(here.model.state_dict().items(), there.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    x = here.dataset.x_test
+    assert torch.equal(here.model(x), there.model(x))  # the rebuilt model predicts as the trained one
+
+
+@pytest.mark.parametrize("config", [SMALL, SMALL.replace(norm="none", seed=3),
+                                    SMALL.replace(dataset="digits-image", arch="cnn", steps=30, bn_diagnostics=True)])
+def test_a_worker_trains_the_same_run_bit_for_bit(pool, config):
+    [task] = [t for t in pool.as_completed([pool.submit(ex.train_packed, config)])]
+    check_same_as_here(task.result(), config)
+
+
+def test_results_stream_in_the_order_they_finish(pool):
+    slow = pool.submit(snooze, 3.0)
+    fast = pool.submit(snooze, 0.2)
+    order = [t for t in pool.as_completed([slow, fast])]
+    assert order == [fast, slow]
+    assert slow.result() == 3.0
+
+
+def test_progress_reaches_the_server_while_a_run_trains(pool):
+    task = pool.submit(ex.train_packed, SMALL.replace(steps=200, eval_every=20))
+    seen = []
+    for t in pool.as_completed([task], tick=0.05):
+        if t is None and task.progress is not None:
+            seen.append(task.progress[0])
+    assert seen and min(seen) < 200  # a report before the end, with the history so far
+    assert task.result().history.finished
+
+
+def test_the_queue_is_bounded_ordered_and_cancellable():
+    one = ex.Executor(slots=1)
+    try:
+        first, second, third = (one.submit(snooze, 1.5) for _ in range(3))
+        deadline = time.monotonic() + 60
+        while first.state != ex.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert one.busy() == (1, 2)
+        assert [one.position(t) for t in (first, second, third)] == [0, 0, 1]
+        one.release(second)                      # a session gives up its place
+        assert second.state == ex.CANCELLED and one.position(third) == 0
+        done = [t for t in one.as_completed([first, second, third])]
+        assert set(done) == {first, second, third} and third.result() == 1.5
+    finally:
+        one.shutdown()
+
+
+def test_a_running_task_stops_at_its_next_report_when_its_last_owner_leaves(pool):
+    task = pool.submit(ex.train_packed, SMALL.replace(steps=5000, eval_every=10), key="long")
+    again = pool.submit(ex.train_packed, SMALL.replace(steps=5000, eval_every=10), key="long")
+    assert again is task and task.owners == 2   # a second session asking for the same run shares it
+    for t in pool.as_completed([task], tick=0.05):
+        if task.progress is not None:
+            pool.release(task)
+            if task.owners == 1:
+                pool.release(task)
+    history = task.result().history
+    assert history.stopped_at is not None and history.stopped_at < 5000
+
+
+def test_an_error_in_a_worker_is_raised_where_the_result_is_read(pool):
+    [task] = list(pool.as_completed([pool.submit(ex.train_packed, SMALL.replace(batch_size=1))]))
+    assert task.state == ex.FAILED
+    with pytest.raises(ConfigError):
+        task.result()
+
+
+def test_the_same_code_runs_on_a_dask_cluster_bit_for_bit():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dask = ex.Executor(scheduler=cluster.scheduler_address)
+        try:
+            assert dask.slots == 2
+            configs = [SMALL.replace(seed=s) for s in range(3)]
+            tasks = [dask.submit(ex.train_packed, c) for c in configs]
+            finished = [t for t in dask.as_completed(tasks)]
+            assert set(finished) == set(tasks)
+            for task, config in zip(tasks, configs):
+                check_same_as_here(task.result(), config)
+            slow, fast = dask.submit(snooze, 2.0), dask.submit(snooze, 0.1)
+            assert [t for t in dask.as_completed([slow, fast])] == [fast, slow]
+        finally:
+            dask.shutdown()
