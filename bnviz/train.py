@@ -324,10 +324,14 @@ class _Recording(Callback):
         return None
 
 
-def build_for(config: Config, data: Dataset) -> tuple[Net, optim.Sgd | optim.Adam, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+def build_for(config: Config, data: Dataset, model: nn.Module | None = None
+              ) -> tuple[Net, optim.Sgd | optim.Adam, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """The model, optimizer and batch stream ``config`` names: initial weights from a generator
-    seeded by ``config.seed``, batches from one seeded by ``config.seed + 1``."""
-    model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, torch.Generator().manual_seed(config.seed))
+    seeded by ``config.seed``, batches from one seeded by ``config.seed + 1``. ``model``: train
+    this network instead of the one ``config`` describes (a ResNet, a transformer), with the same
+    optimizer and batches."""
+    if model is None:
+        model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, torch.Generator().manual_seed(config.seed))
     optimizer = make_optimizer(config, model)
     stream = _endless_batches(data, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
     return model, optimizer, stream
@@ -436,24 +440,39 @@ class _CurveRecording(Callback):
                 self.progress(done, self.config.steps)
 
 
+class _Schedule(Callback):
+    """Sets the optimizer's learning rate before each step: ``lr(step)``."""
+
+    def __init__(self, optimizer: optim.Sgd | optim.Adam, lr: Callable[[int], float]):
+        self.optimizer, self.lr = optimizer, lr
+
+    def before_step(self, step, model, x, y):
+        self.optimizer.lr = float(self.lr(step))
+
+
 def train_steps(config: Config, *, prepare: Callable[[Net], None] | None = None, on_step: StepFn | None = None,
-                progress: LoopProgress | None = None, dataset: Dataset | None = None) -> tuple[Curves, Net]:
+                progress: LoopProgress | None = None, dataset: Dataset | None = None,
+                model: nn.Module | None = None, callbacks: Sequence[Callback] = (),
+                lr_schedule: Callable[[int], float] | None = None) -> tuple[Curves, Net]:
     """Train as :func:`train` does (same model, batches and updates: the same run), calling
     ``prepare(model)`` once before the first step and ``on_step(step, model, x, y)`` before every
     update, keeping every step's loss. Returns the curves and the final model (eval mode).
 
     For the experiments that look at the weights between updates (the loss-landscape probes) or
     change the model before training (noisy BN). A NaN/inf loss stops training
-    (``Curves.diverged_at``).
+    (``Curves.diverged_at``). ``model``: train this network instead of the one ``config``
+    describes (see :func:`build_for`); ``callbacks`` are told after the curves' own.
+    ``lr_schedule(step)``: the learning rate of step ``step`` (a warm-up); ``config.lr`` otherwise.
     """
     check(config)
     data = dataset if dataset is not None else load(config)
-    model, optimizer, stream = build_for(config, data)
+    model, optimizer, stream = build_for(config, data, model)
     if prepare is not None:
         prepare(model)
     curves = _CurveRecording(config, data, on_step, progress)
     curves.evals[1][0], curves.evals[2][0] = _test(model, data)
-    end = run_loop(model, optimizer, stream, config.steps, [curves])
+    schedule = [] if lr_schedule is None else [_Schedule(optimizer, lr_schedule)]
+    end = run_loop(model, optimizer, stream, config.steps, [*schedule, curves, *callbacks])
     model.eval()
     steps, acc, loss = (np.asarray(s) for s in curves.evals)
     return Curves(loss=np.asarray(curves.losses), batch_acc=np.asarray(curves.batch_acc), eval_steps=steps,

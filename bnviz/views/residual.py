@@ -1,0 +1,85 @@
+"""Residual networks: where BN sits in a block, and what the skip path does to it (De & Smith 2020).
+
+Two computations, neither a plain :func:`bnviz.train.train` run (so ``runs`` is empty):
+
+* :func:`init_variances`: one recorded forward pass per variant at initialization (fast: the
+  page's first figure);
+* :func:`trained`: every variant trained with the page's seed, batches and steps, its branch and
+  skip variances recorded along the way (:mod:`bnviz.experiments.residual`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import plotly.graph_objects as go
+
+from ..config import Config
+from ..experiments import residual
+from ..figures import residual as figs
+from ..train import Run
+from . import View
+from .settings import snap
+
+DEFAULT = Config(steps=300, width=64, lr=0.05, eval_every=25)
+BLOCKS = (2, 4, 8, 16, 32)
+
+Report = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The page's experiment settings (not Config fields), kept in the URL."""
+
+    blocks: int = 8              # residual blocks
+    zero_gamma: bool = False     # the last BN of each branch starts with gamma = 0 (Goyal et al.)
+
+
+def coerce(name: str, raw: Any) -> tuple[Any, str | None]:
+    """A setting from the URL or a widget as its control can show it, and a note; never raises."""
+    if name == "zero_gamma":
+        return bool(raw) if isinstance(raw, (bool, int)) else Settings.zero_gamma, None
+    value, note = snap(name, raw, Settings.blocks, BLOCKS)
+    return int(value), note
+
+
+def runs(config: Config) -> dict[str, Config]:
+    return {}
+
+
+def init_variances(config: Config, blocks: int, zero_gamma: bool,
+                   progress: Report | None = None) -> dict[str, residual.BlockVariances]:
+    return residual.at_init(config, blocks, zero_gamma)
+
+
+def trained(config: Config, blocks: int, zero_gamma: bool,
+            progress: Report | None = None) -> dict[str, residual.ResidualRun]:
+    return residual.train_all(config, blocks, zero_gamma, progress)
+
+
+def init_figure(measured: Mapping[str, residual.BlockVariances]) -> go.Figure:
+    return figs.variance_at_init(measured)
+
+
+def ratio_figure(trained_runs: Mapping[str, residual.ResidualRun], step: int) -> go.Figure:
+    return figs.ratio_during_training(trained_runs, step)
+
+
+def curves_figure(trained_runs: Mapping[str, residual.ResidualRun]) -> go.Figure:
+    return figs.training_curves(trained_runs)
+
+
+def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Settings(),
+                 progress: Report | None = None) -> dict[str, go.Figure]:
+    """The page's three figures at ``settings``, the training one at the last recorded step."""
+    trained_runs = trained(config, settings.blocks, settings.zero_gamma, progress)
+    last = max(r.recorded[-1].step for r in trained_runs.values())
+    return {
+        "branch and skip variance at initialization": init_figure(
+            init_variances(config, settings.blocks, settings.zero_gamma)),
+        "branch over skip during training": ratio_figure(trained_runs, last),
+        "residual training curves": curves_figure(trained_runs),
+    }
+
+
+VIEW = View(slug="residual", title="Residual networks", default=DEFAULT, runs=runs, figures=make_figures)
