@@ -21,7 +21,7 @@ page = ui.Page(
 SETTINGS = asdict(residual.Settings())
 
 with ui.guard():
-    config = page.config(residual.DEFAULT, main=("arch", "width"), view=SETTINGS)
+    config = page.config(residual.DEFAULT, main=("arch", "width"), view={**SETTINGS, "step": 0})
     page.view_settings(SETTINGS, residual.coerce)
     c1, c2 = st.columns(2)
     blocks = page.view_control(c1.select_slider, "blocks", "Residual blocks", residual.BLOCKS,
