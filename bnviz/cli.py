@@ -1,7 +1,8 @@
 """The ``bnviz`` command (also ``python -m bnviz``): start the app, export figures, inspect recorded runs.
 
     bnviz app [--runs DIR] [--port N] [--address A] [-- STREAMLIT-OPTIONS]
-    bnviz export --out DIR [--page NAME] [--config URL-or-file] [--no-png]
+    bnviz export --out DIR [--page NAME] [--config URL-or-file] [--no-png] [--format png svg pdf]
+                 [--presentation] [--animate]
     bnviz runs [DIR]
     bnviz doctor RUN_DIR [--json]
 
@@ -16,6 +17,7 @@ configuration), reported on one line without a traceback; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import os
@@ -24,6 +26,7 @@ import sys
 import textwrap
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
@@ -38,9 +41,10 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_PROBLEM = 1   # `bnviz doctor` found at least one finding of severity "problem"
 FIELDS = tuple(f.name for f in fields(Config))
+PRESENTATION_KEY = "presentation"   # the link's key of the app's Presentation setting (bnviz.ui)
 RUNS_ENV = "BNVIZ_RUNS_DIR"   # where the app's "Your runs" page (and `bnviz runs`) look; default ./runs
 
-EXPORT_DOC = """Regenerate the app's figures as PNG and CSV files, without a browser session.
+EXPORT_DOC = """Regenerate the app's figures as PNG (SVG, PDF) and CSV files, without a browser session.
 
 For slides and papers: every page's figures at their default display settings, from the page's
 default configuration or one given as a shared link (its query string) or a JSON file::
@@ -48,18 +52,28 @@ default configuration or one given as a shared link (its query string) or a JSON
     bnviz export --out figs                       # every page
     bnviz export --out figs --page why --config "http://localhost:8501/Why_BN_helps?steps=500"
     bnviz export --out figs --page figure1 --config my-run.json --no-png
+    bnviz export --out figs --page histograms --animate --format png svg pdf --presentation
 
 `python -m bnviz export` takes the same arguments. Files go to OUT/<page>/<figure>.png and .csv
-(the CSV holds every trace's data, tidy). PNGs are rendered by one headless Chromium shared by all
-figures (bnviz.export).
+(the CSV holds every trace's data, tidy), and .svg / .pdf with --format. Images are rendered by
+one headless Chromium shared by all figures (bnviz.export). --presentation enlarges fonts and
+lines for a projector (as the app's "Presentation" setting; a link with presentation=1 asks for it
+too). --animate also writes the animations of the pages that have one (Activation histograms: the
+layer histograms at every recorded step) as OUT/<page>/<name>.gif, and .mp4 when the
+imageio-ffmpeg package is installed; animations are drawn without a browser.
 
-Exit status: 0 when everything asked for was written; 1 when the CSVs were written but PNG export
-was unavailable or failed (the message says how to install Chromium; a script that asked for PNGs
+Exit status: 0 when everything asked for was written; 1 when the CSVs were written but image export
+was unavailable or failed (the message says how to install Chromium; a script that asked for images
 must not mistake a partial export for success, and --no-png asks for CSVs only); 2 for a
 usage error (unknown page, unreadable or invalid configuration, missing data files, an output
 folder that cannot be created), reported before anything is trained or written; 1 as well when a
 file cannot be written midway; 130 when interrupted.
 """
+
+
+def parse_flag(raw: str) -> bool:
+    """An on/off value of a link, read as the app reads it (1, true, yes, on)."""
+    return str(raw).lower() in ("1", "true", "yes", "on")
 
 
 class UsageError(Exception):
@@ -181,17 +195,29 @@ def _figures(view: View, config: Config, runs: Mapping, progress: Progress) -> d
 
 
 # ----- export ---------------------------------------------------------------------------------------
-def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path, png: bool,
-                 progress: Progress) -> tuple[list[Path], str | None]:
-    """Train, draw and write every view's figures. Returns the files written and, if some PNGs
-    could not be made, why."""
+def animations(view: View, config: Config, runs: Mapping) -> dict[str, Any]:
+    """The animations a view offers (name -> :class:`bnviz.animate.HistogramAnimation`): a view's
+    module may define ``animations(config, runs)``; most have none."""
+    module = importlib.import_module(view.figures.__module__)
+    make = getattr(module, "animations", None)
+    return make(config, runs) if make is not None else {}
+
+
+def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path, images: Sequence[str],
+                 progress: Progress, *, presentation: bool = False, animate: bool = False
+                 ) -> tuple[list[Path], str | None]:
+    """Train, draw and write every view's figures (CSV, and each of ``images``: png, svg, pdf),
+    and with ``animate`` its animations (GIF, and MP4 when an encoder is installed). Returns the
+    files written and, if some images could not be made, why."""
+    from . import animate as animation
     from . import export
     from .figures.common import WIDTH
     from .record import History
     from .train import train
 
     written: list[Path] = []
-    png_problem: str | None = None
+    image_problem: str | None = None
+    video = ("gif", "mp4") if animation.mp4_available() else ("gif",)
     for view in views:
         config = configs[view.slug]
         runs = {}
@@ -203,6 +229,8 @@ def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path
             runs[label] = train(cfg, report)
         progress.start(f"{view.slug}: drawing figures")
         figures = _figures(view, config, runs, progress)
+        if presentation:
+            figures = {name: export.presentation(fig) for name, fig in figures.items()}
         folder = out / view.slug
         folder.mkdir(parents=True, exist_ok=True)
         # Named as in the page's "Download all (ZIP)": the same helper disambiguates equal stems.
@@ -212,19 +240,30 @@ def export_pages(views: Sequence[View], configs: Mapping[str, Config], out: Path
             csv_path = folder / f"{stem}.csv"
             csv_path.write_text(export.figure_csv(fig), encoding="utf-8")
             written.append(csv_path)
-            if png and png_problem is None:
+            if images and image_problem is None:
                 try:
-                    data = export.figure_png(fig, width=WIDTH)
+                    # one batch per figure: its formats render side by side in the browser's tabs
+                    blobs = export.figure_images([(fig, fmt) for fmt in images], width=WIDTH)
                 except export.ExportUnavailable as exc:
-                    png_problem = str(exc)
+                    image_problem = str(exc)
                     continue
                 except Exception as exc:  # noqa: BLE001 - a render failure must not lose the other files
-                    png_problem = f"rendering {stem}.png failed ({type(exc).__name__}: {str(exc)[:200]})"
+                    image_problem = f"rendering {stem} failed ({type(exc).__name__}: {str(exc)[:200]})"
                     continue
-                png_path = folder / f"{stem}.png"
-                png_path.write_bytes(data)
-                written.append(png_path)
-    return written, png_problem
+                for fmt, data in zip(images, blobs):
+                    path = folder / f"{stem}.{fmt}"
+                    path.write_bytes(data)
+                    written.append(path)
+        if animate:
+            for name, anim in animations(view, config, runs).items():
+                stem = export.safe_filename(name)
+                for fmt in video:
+                    progress.update(f"writing {stem}.{fmt}")
+                    path = folder / f"{stem}.{fmt}"
+                    encode = animation.gif if fmt == "gif" else animation.mp4
+                    path.write_bytes(encode(anim, presentation=presentation))
+                    written.append(path)
+    return written, image_problem
 
 
 def run_export(args: argparse.Namespace, stream: TextIO) -> int:
@@ -232,6 +271,7 @@ def run_export(args: argparse.Namespace, stream: TextIO) -> int:
     import torch
 
     from . import export
+    from .animate import mp4_available
     from .data import DataFormatError, DataNotFoundError
     from .views import registry
 
@@ -244,6 +284,8 @@ def run_export(args: argparse.Namespace, stream: TextIO) -> int:
             raise UsageError(f"unknown page {args.page!r}; valid pages: {', '.join(views)}")
         chosen = [views[args.page]] if args.page else list(views.values())
         settings = read_settings(args.config) if args.config else {}
+        # a display setting of every page, not a Config field: taken here, not warned about
+        presentation = args.presentation or parse_flag(settings.pop(PRESENTATION_KEY, "0"))
         configs, notes = {}, []
         for view in chosen:
             configs[view.slug], page_notes = page_config(view, settings)
@@ -260,7 +302,9 @@ def run_export(args: argparse.Namespace, stream: TextIO) -> int:
 
     progress = Progress(sum(len(v.runs(configs[v.slug])) + 1 for v in chosen), stream)
     try:
-        written, png_problem = export_pages(chosen, configs, args.out, not args.no_png, progress)
+        images = () if args.no_png else tuple(dict.fromkeys(args.format))
+        written, image_problem = export_pages(chosen, configs, args.out, images, progress,
+                                              presentation=presentation, animate=args.animate)
     except KeyboardInterrupt:
         progress.message("interrupted")
         return EXIT_INTERRUPTED
@@ -271,12 +315,15 @@ def run_export(args: argparse.Namespace, stream: TextIO) -> int:
         progress.message(f"error: cannot write {exc.filename or args.out}: {exc.strerror or exc}")
         return EXIT_PARTIAL
     progress.close()
-    pngs = sum(p.suffix == ".png" for p in written)
-    print(f"wrote {len(written)} files ({pngs} PNG, {len(written) - pngs} CSV) to {args.out} "
-          f"in {time.monotonic() - started:.1f} s", file=stream)
-    if png_problem:
-        print(f"PNG images are missing: {png_problem}", file=stream)
-        if export.CHROMIUM_HELP not in png_problem:
+    kinds = Counter(p.suffix[1:].upper() for p in written)
+    print(f"wrote {len(written)} files ({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}) to "
+          f"{args.out} in {time.monotonic() - started:.1f} s", file=stream)
+    if args.animate and not mp4_available():
+        print("MP4 not written: it needs the imageio-ffmpeg package (pip install imageio-ffmpeg); the GIF is "
+              "there.", file=stream)
+    if image_problem:
+        print(f"{'/'.join(f.upper() for f in images)} images are missing: {image_problem}", file=stream)
+        if export.CHROMIUM_HELP not in image_problem:
             print(export.CHROMIUM_HELP, file=stream)
         return EXIT_PARTIAL
     return EXIT_OK
@@ -552,6 +599,13 @@ def parser(prog: str = "bnviz") -> argparse.ArgumentParser:
     e.add_argument("--config", help="a link to the app (its query string holds the settings) or a JSON file "
                                     "of Config fields, applied on top of each page's defaults")
     e.add_argument("--no-png", action="store_true", help="write only the CSV files (no Chromium needed)")
+    e.add_argument("--format", nargs="+", choices=("png", "svg", "pdf"), default=["png"], metavar="FMT",
+                   help="image formats to write: png, svg, pdf, one or more (default: png)")
+    e.add_argument("--presentation", action="store_true",
+                   help="larger fonts and thicker lines, for a projector (as the app's Presentation setting)")
+    e.add_argument("--animate", action="store_true",
+                   help="also write the pages' animations (Activation histograms over training) as GIF, and MP4 "
+                        "when imageio-ffmpeg is installed")
 
     r = sub.add_parser("runs", help="list the recorded runs in a folder",
                        description="List the runs under DIR: name, status, last step, layers, last update. "

@@ -1,10 +1,12 @@
-"""Exporting figures: server-side PNG (kaleido + Chromium), tidy CSV, and a ZIP of both.
+"""Exporting figures: server-side PNG, SVG and PDF (kaleido + Chromium), tidy CSV, a ZIP of
+them, and the "presentation" restyling of a figure for a projector.
 
 Kept free of Streamlit so it can be tested and used from scripts; the app only calls these
 functions and passes ``modebar_config`` to ``st.plotly_chart``.
 
-PNG rendering needs a Chrome/Chromium binary. Starting one costs a few seconds, so the
-whole Python process shares ONE browser, started on first use and closed at exit.
+Rendering needs a Chrome/Chromium binary. Starting one costs a few seconds, so the whole
+Python process shares ONE browser, started on first use (never at import or page load) and
+closed at exit; images asked for together are rendered in one batch on its tabs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import copy
 import functools
 import io
 import os
@@ -20,7 +23,7 @@ import shutil
 import threading
 import unicodedata
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +35,18 @@ if TYPE_CHECKING:  # pandas is imported where a CSV is written: ~0.5 s less at a
 
 __all__ = [
     "CHROMIUM_HELP",
+    "IMAGE_FORMATS",
+    "MIME_TYPES",
     "ExportUnavailable",
     "browser_pid",
     "chromium_path",
     "figure_csv",
+    "figure_image",
+    "figure_images",
     "figure_png",
     "figures_zip",
     "modebar_config",
+    "presentation",
     "safe_filename",
 ]
 
@@ -274,25 +282,46 @@ def _layout_size(fig: go.Figure, width: int | None, height: int | None) -> tuple
     )
 
 
-def figure_png(
-    fig: go.Figure, *, width: int | None = None, height: int | None = None, scale: float = 2
-) -> bytes:
-    """Render ``fig`` to PNG bytes with the shared headless browser.
+IMAGE_FORMATS = ("png", "svg", "pdf")
+MIME_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf",
+              "gif": "image/gif", "mp4": "video/mp4", "zip": "application/zip", "csv": "text/csv"}
 
-    Safe to call from many threads: renders queue for the browser's tabs inside kaleido, so
-    concurrent callers simply wait their turn. The image is ``width*scale x height*scale``
-    pixels. If the browser died since the last call it is restarted once; raises
-    ``ExportUnavailable`` when no browser is found or it fails to start.
-    """
+
+def _image_opts(fig: go.Figure, fmt: str, width: int | None, height: int | None, scale: float) -> dict[str, Any]:
+    """kaleido's options for one image. SVG and PDF are vector images: ``scale`` only multiplies
+    their nominal size, so they are always made at scale 1 (a PDF page of ``width x height`` px)."""
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}; one of {', '.join(IMAGE_FORMATS)}")
     w, h = _layout_size(fig, width, height)
-    opts = {"format": "png", "width": w, "height": h, "scale": scale}
-    # Serialize in the caller's thread: the loop thread never touches the caller's object.
-    spec = fig.to_dict()
+    return {"format": fmt, "width": w, "height": h, "scale": scale if fmt == "png" else 1}
+
+
+def figure_images(
+    requests: Sequence[tuple[go.Figure, str]], *, width: int | None = None, height: int | None = None,
+    scale: float = 2,
+) -> list[bytes]:
+    """Render several ``(figure, format)`` pairs (format: png, svg or pdf) in one call to the
+    shared browser; the images in the order asked.
+
+    One call rather than one per image: the renders are queued together, so the browser's tabs
+    work on them side by side (as kaleido's ``write_fig_from_object`` does with a batch of
+    figures, but returning the bytes instead of writing files), and the caller waits once. Same
+    guarantees as :func:`figure_png`: safe from many threads, one restart of a browser that
+    died, ``ExportUnavailable`` when there is none.
+    """
+    # Serialize in the caller's thread: the loop thread never touches the caller's objects.
+    jobs = [(fig.to_dict(), _image_opts(fig, fmt, width, height, scale)) for fig, fmt in requests]
+    if not jobs:
+        return []
     for attempt in (1, 2):
         k, loop = _server.kaleido()
-        future = asyncio.run_coroutine_threadsafe(k.calc_fig(spec, opts=opts), loop)
+
+        async def render_all(k: Any = k) -> list[bytes]:
+            return list(await asyncio.gather(*(k.calc_fig(spec, opts=opts) for spec, opts in jobs)))
+
+        future = asyncio.run_coroutine_threadsafe(render_all(), loop)
         try:
-            return future.result(timeout=_CALL_TIMEOUT_S)
+            return future.result(timeout=_CALL_TIMEOUT_S * max(1, len(jobs) // _TABS))
         except _browser_gone_errors() as exc:
             # The browser died under us (crash, OOM kill, killed by hand): a long-running
             # app should recover, so start a new one and try once more.
@@ -306,6 +335,119 @@ def figure_png(
             future.cancel()
             raise
     raise AssertionError("unreachable")
+
+
+def figure_image(
+    fig: go.Figure, fmt: str = "png", *, width: int | None = None, height: int | None = None, scale: float = 2
+) -> bytes:
+    """One image of ``fig`` as PNG, SVG or PDF bytes (see :func:`figure_images`)."""
+    return figure_images([(fig, fmt)], width=width, height=height, scale=scale)[0]
+
+
+def figure_png(
+    fig: go.Figure, *, width: int | None = None, height: int | None = None, scale: float = 2
+) -> bytes:
+    """Render ``fig`` to PNG bytes with the shared headless browser.
+
+    Safe to call from many threads: renders queue for the browser's tabs inside kaleido, so
+    concurrent callers simply wait their turn. The image is ``width*scale x height*scale``
+    pixels. If the browser died since the last call it is restarted once; raises
+    ``ExportUnavailable`` when no browser is found or it fails to start.
+    """
+    return figure_image(fig, "png", width=width, height=height, scale=scale)
+
+
+# Presentation: sizes a projector needs. Plotly.js's defaults for what a figure leaves unset
+# (the house template sets none of them), so that unset sizes grow as much as set ones.
+PRESENTATION_SCALE = 1.6
+_DEFAULT_FONT_SIZE = 12     # layout.font.size; titles, ticks, legends and axis titles inherit it
+_DEFAULT_LINE_WIDTH = 2     # scatter line.width
+_DEFAULT_MARKER_SIZE = 6    # scatter marker.size
+_DEFAULT_AXIS_WIDTH = 1     # an axis' linewidth, gridwidth and tickwidth
+_DEFAULT_MARGIN = {"l": 80, "r": 80, "t": 100, "b": 80}   # layout.margin
+_DEFAULT_HEIGHT = 450                                     # layout.height
+_TITLE_PAD, _TITLE_LINE = 10, 22   # px at font size 12: above the title, and per line of it (1.4x the font)
+_LINE_TRACES = {"scatter", "scattergl", "scatterpolar", "scatterternary"}
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value * scale
+    if isinstance(value, (list, tuple)):  # per-point sizes
+        return [_scaled(v, scale) for v in value]
+    return value
+
+
+def _scale_sizes(node: Any, scale: float) -> None:
+    """Multiply, in place, every size set anywhere in a figure's dict: ``size`` of any font
+    (``font``, ``tickfont``, ``insidetextfont``, ...) and ``width`` of any ``line``."""
+    if isinstance(node, list):
+        for item in node:
+            _scale_sizes(item, scale)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, dict) and (key.endswith("font") or key == "line"):
+                field = "size" if key.endswith("font") else "width"
+                if field in value:
+                    value[field] = _scaled(value[field], scale)
+            _scale_sizes(value, scale)
+
+
+def _make_room(layout: dict[str, Any], scale: float) -> None:
+    """Margins ``scale`` times wider for the larger labels, and a figure taller by half as much so
+    its plot area does not shrink to nothing. A legend above the plot moves under the title."""
+    margin = {**_DEFAULT_MARGIN, **layout.get("margin", {})}
+    height = layout.get("height") or _DEFAULT_HEIGHT
+    margin = {k: v * scale if k in "lrtb" else v for k, v in margin.items()}
+    height = round(height * (1 + (scale - 1) / 2))
+    layout["margin"], layout["height"] = margin, height
+    legend = layout.get("legend", {})
+    if isinstance(legend.get("y"), (int, float)) and legend["y"] > 1 and legend.get("yref", "paper") == "paper":
+        # A legend above the plot shares the top margin with the title; at these sizes the two no
+        # longer fit side by side. Title on the first line(s), the legend under it, from the left.
+        title = layout.setdefault("title", {})
+        lines = 1 + str(title.get("text") or "").count("<br>") + bool(title.get("subtitle", {}).get("text"))
+        px = layout["font"]["size"] / _DEFAULT_FONT_SIZE   # pixels per pixel at font size 12
+        title.update(yref="container", y=1, yanchor="top", pad={"t": _TITLE_PAD * px})
+        below_title = (2 * _TITLE_PAD + lines * _TITLE_LINE) * px
+        legend.update(yref="container", yanchor="top", y=1 - below_title / height, xanchor="left", x=0)
+
+
+def presentation(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go.Figure:
+    """A copy of ``fig`` for a projector: every text ``scale`` times larger, every line and
+    marker ``scale`` times thicker, and margins that leave room for the larger labels.
+
+    One function for every figure (the app's "presentation" setting, its exports and
+    ``bnviz export --presentation``), so no figure builder knows about it. Sizes a figure sets are
+    multiplied; sizes it leaves to plotly.js are set to ``scale`` times plotly.js's default. Text
+    that inherits the base font (titles at 1.4x it, ticks, legends, axis titles) follows
+    ``layout.font.size``. The data, and so the CSV export, are unchanged.
+    """
+    # What fig.to_dict() copies, before it turns numpy arrays into base64 text for the browser: the
+    # copy keeps arrays as arrays, so figure_csv and anything else reading its data see the same.
+    spec = {"data": copy.deepcopy(fig._data), "layout": copy.deepcopy(fig._layout)}
+    layout = spec["layout"]
+    template = layout.pop("template", None)  # kept aside: its sizes are defaults, set scaled below
+    _scale_sizes(spec, scale)
+    template_font = (template or {}).get("layout", {}).get("font", {})
+    font = layout.setdefault("font", {})
+    font.setdefault("size", template_font.get("size", _DEFAULT_FONT_SIZE) * scale)
+    for trace in spec.get("data", []):
+        if trace.get("type", "scatter") in _LINE_TRACES:
+            mode = trace.get("mode", "lines+markers")
+            if "lines" in mode:
+                trace.setdefault("line", {}).setdefault("width", _DEFAULT_LINE_WIDTH * scale)
+            if "markers" in mode:
+                marker = trace.setdefault("marker", {})
+                marker["size"] = _scaled(marker.get("size", _DEFAULT_MARKER_SIZE), scale)
+    for name, axis in layout.items():
+        if isinstance(axis, dict) and name.startswith(("xaxis", "yaxis")):
+            for key in ("linewidth", "gridwidth", "tickwidth"):
+                axis[key] = axis.get(key, _DEFAULT_AXIS_WIDTH) * scale
+    _make_room(layout, scale)
+    if template is not None:
+        layout["template"] = template
+    return go.Figure(spec)
 
 
 def modebar_config(filename: str, scale: float = 2) -> dict[str, Any]:
@@ -409,30 +551,46 @@ def figure_csv(fig: go.Figure) -> str:
     return data.reindex(columns=order).to_csv(index=False)
 
 
-def figures_zip(figures: Mapping[str, go.Figure], *, png: bool = True) -> bytes:
-    """A ZIP with ``<name>.png`` and ``<name>.csv`` per figure, plus a README.txt.
+def figures_zip(figures: Mapping[str, go.Figure], *, images: Sequence[str] = IMAGE_FORMATS,
+                extra: Mapping[str, bytes] | None = None) -> bytes:
+    """A ZIP with ``<name>.csv`` and ``<name>.<format>`` per figure and image format (PNG, SVG
+    and PDF by default; ``images=()`` for the CSVs only), ``extra`` files as they are (e.g. an
+    animation), and a README.txt.
 
-    If the browser is unavailable the ZIP still holds every CSV, and README.txt says why the
-    PNGs are missing and how to get them (``CHROMIUM_HELP``), so a download never just fails.
+    Every image is rendered in one batch (:func:`figure_images`). If the browser is unavailable
+    the ZIP still holds every CSV, and README.txt says why the images are missing and how to get
+    them (``CHROMIUM_HELP``), so a download never just fails.
     """
     stems = _unique([safe_filename(name) for name in figures], "{}-{}")
-    png_note: str | None = None if png else "PNG images were not requested; only CSVs are included."
+    image_note: str | None = None if images else "Images were not requested; only CSVs are included."
+    rendered: dict[tuple[str, str], bytes] = {}
+    if images:
+        jobs = [(stem, fmt, fig) for (name, fig), stem in zip(figures.items(), stems) for fmt in images]
+        try:
+            data = figure_images([(fig, fmt) for _, fmt, fig in jobs], width=DEFAULT_WIDTH)
+            rendered = {(stem, fmt): blob for (stem, fmt, _), blob in zip(jobs, data)}
+        except ExportUnavailable as exc:
+            image_note = f"{'/'.join(f.upper() for f in images)} images are missing: {exc}"
     lines = ["bnviz figure export", "", "Files:"]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for (name, fig), stem in zip(figures.items(), stems):
-            files = [f"{stem}.csv"]
-            archive.writestr(files[0], figure_csv(fig))
-            if png_note is None:
-                try:
+            files = []
+            for fmt in images:
+                if (stem, fmt) in rendered:
                     # PNGs are already compressed; deflating them again only costs time.
-                    archive.writestr(f"{stem}.png", figure_png(fig), zipfile.ZIP_STORED)
-                    files.insert(0, f"{stem}.png")
-                except ExportUnavailable as exc:  # don't retry the browser for every figure
-                    png_note = f"PNG images are missing: {exc}"
+                    archive.writestr(f"{stem}.{fmt}", rendered[stem, fmt],
+                                     zipfile.ZIP_STORED if fmt == "png" else zipfile.ZIP_DEFLATED)
+                    files.append(f"{stem}.{fmt}")
+            archive.writestr(f"{stem}.csv", figure_csv(fig))
+            files.append(f"{stem}.csv")
             lines.append(f"- {name}: {', '.join(files)}")
-        lines += ["", "CSV columns: trace, x, y (and z for heatmaps, one row per cell)."]
-        if png_note is not None:
-            lines += ["", png_note]
+        for filename, blob in (extra or {}).items():
+            archive.writestr(filename, blob, zipfile.ZIP_STORED)
+            lines.append(f"- {filename}")
+        lines += ["", "PNG: 2x pixels for sharp slides; SVG and PDF: vector images at the same size.",
+                  "CSV columns: trace, x, y (and z for heatmaps, one row per cell)."]
+        if image_note is not None:
+            lines += ["", image_note]
         archive.writestr("README.txt", "\n".join(lines) + "\n")
     return buffer.getvalue()

@@ -69,6 +69,7 @@ SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
 PARTIALS_KEPT = 8  # partial histories of interrupted runs kept per page and session
 MAX_URL_NOTES = 12  # notes about a link's adjusted settings shown at most
 LIVE_REDRAW_S = 0.7  # seconds between redraws of a live training chart
+PRESENTATION = "presentation"  # session and URL key of the Presentation setting, one for every page
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class Page:
         """``title`` None: the page has drawn its own title (the home page does, before torch)."""
         self.slug = slug
         self.figures: dict[str, go.Figure] = {}
+        self.animations: dict[str, Callable[[], bytes]] = {}  # file name -> its GIF, made on demand
         self.url_notes: list[str] = []
         self._config_for_url: dict[str, str] = {}      # the Config's part of the URL (none without one)
         self.parts: dict[str, tuple[str, ...]] = {}   # fragment key -> the view settings it is drawn with
@@ -212,6 +214,7 @@ class Page:
             if key not in st.session_state:
                 st.session_state[key] = _widget_value(name, getattr(base, name))
         with st.sidebar:
+            _presentation_control()
             st.subheader("Training")
             values = {n: _widget(n, self._key(n), st) for n in sidebar}
         if main:
@@ -229,6 +232,8 @@ class Page:
         """For a page that trains nothing (no :meth:`config`): read its display settings ``view``
         ({name: default}) from the link as :meth:`config` does, and say what in the link it ignored."""
         self._seed_from_url(Config(), (), view)
+        with st.sidebar:
+            _presentation_control()
         self._warn_url_notes()
         self._write_url()
 
@@ -246,7 +251,9 @@ class Page:
             return
         st.session_state[flag] = True
         params = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
-        cfg_params = {k: v for k, v in params.items() if k not in view}
+        cfg_params = {k: v for k, v in params.items() if k not in view and k != PRESENTATION}
+        if PRESENTATION in params:
+            st.session_state[PRESENTATION] = parse_view_value(PRESENTATION, params[PRESENTATION][-1], False)[0]
         config, notes = from_query(cfg_params, base)
         for key in cfg_params:
             if key in names:
@@ -267,6 +274,8 @@ class Page:
 
     def _write_url(self) -> None:
         query = dict(self._config_for_url)
+        if st.session_state.get(PRESENTATION):  # in the link only when on: default links stay as they were
+            query[PRESENTATION] = "1"
         for k in list(st.session_state.keys()):
             prefix = f"{self.slug}.view."
             if isinstance(k, str) and k.startswith(prefix):
@@ -575,6 +584,8 @@ class Page:
         module, and torch with it, is imported); add only its caption, export buttons and ZIP entry.
         """
         key = export.safe_filename(name)
+        if st.session_state.get(PRESENTATION):
+            fig = export.presentation(fig)  # on screen and in every export alike
         self.figures[name] = fig
         if not drawn:
             # theme=None: the page shows the figure's own style, the same one the exported PNG has
@@ -584,8 +595,36 @@ class Page:
         if export.chromium_path() is None:
             st.caption("Server-side PNG export needs Chromium. " + export.CHROMIUM_HELP)
         else:
-            st.download_button("Download PNG", data=lambda fig=fig: _png_or_help(fig), file_name=f"{key}.png",
-                               mime="image/png", key=f"{self.slug}.png.{key}", on_click="ignore")
+            # Made on click (Chromium renders them): drawing the page renders nothing.
+            with st.container(horizontal=True):
+                for fmt in export.IMAGE_FORMATS:
+                    st.download_button(f"Download {fmt.upper()}", data=functools.partial(_image, fig, fmt),
+                                       file_name=f"{key}.{fmt}", mime=export.MIME_TYPES[fmt],
+                                       key=f"{self.slug}.{fmt}.{key}", on_click="ignore")
+
+    def animation(self, name: str, make: Callable[[], Any]) -> None:
+        """Download buttons for an animation of recorded numbers (``make()`` returns a
+        :class:`bnviz.animate.HistogramAnimation`): a GIF, and an MP4 where imageio-ffmpeg is installed.
+        Encoded on click, with the Presentation setting as it is now; the GIF also goes in the page's ZIP.
+        """
+        from . import animate
+
+        key = export.safe_filename(name)
+        encoders = {"gif": animate.gif, "mp4": animate.mp4} if animate.mp4_available() else {"gif": animate.gif}
+        presentation = bool(st.session_state.get(PRESENTATION))
+
+        def encoded(fmt: str) -> bytes:
+            return encoders[fmt](make(), presentation=presentation)
+
+        self.animations[f"{key}.gif"] = functools.partial(encoded, "gif")
+        with st.container(horizontal=True):
+            for fmt in encoders:
+                st.download_button(f"Download {fmt.upper()}", data=functools.partial(encoded, fmt),
+                                   file_name=f"{key}.{fmt}", mime=export.MIME_TYPES[fmt],
+                                   key=f"{self.slug}.{fmt}.{key}", on_click="ignore",
+                                   help=f"An animation of the {name}: one frame per recorded step (at most "
+                                        f"{animate.MAX_FRAMES}), the same bins and axes on every frame, "
+                                        f"{animate.FPS} frames per second.")
 
     def download_all(self) -> None:
         """The "Download all (ZIP)" button: the figures shown when it is clicked.
@@ -598,10 +637,12 @@ class Page:
         st.session_state.pop(f"{self.slug}.__resync", None)
         if not self.figures:
             return
-        figures = self.figures
+        figures, animations = self.figures, self.animations
         st.divider()
-        st.download_button("Download all (ZIP): every chart as PNG and its data as CSV",
-                           data=lambda: export.figures_zip(dict(figures)), file_name=f"bnviz-{self.slug}.zip",
+        st.download_button("Download all (ZIP): every chart as PNG, SVG and PDF, and its data as CSV",
+                           data=lambda: export.figures_zip(dict(figures),
+                                                           extra={n: make() for n, make in animations.items()}),
+                           file_name=f"bnviz-{self.slug}.zip",
                            mime="application/zip", key=f"{self.slug}.zip", on_click="ignore")
 
 
@@ -622,8 +663,17 @@ def _plain(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
 
 
-def _png_or_help(fig: go.Figure) -> bytes:
-    return export.figure_png(fig, width=900)
+def _image(fig: go.Figure, fmt: str) -> bytes:
+    return export.figure_image(fig, fmt, width=900)
+
+
+def _presentation_control() -> None:
+    """The Presentation setting (URL key ``presentation``), the same on every page: every chart,
+    on screen and exported, with larger fonts and thicker lines (:func:`bnviz.export.presentation`).
+    A display setting: the page is drawn again from the runs it has; nothing trains again."""
+    st.toggle("Presentation", key=PRESENTATION, persist_state="session",
+              help="Larger fonts and thicker lines in every chart and its downloads, for a projector. "
+                   "Nothing trains again.")
 
 
 def parse_view_value(name: str, raw: str, default: Any) -> tuple[Any, str | None]:

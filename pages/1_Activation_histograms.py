@@ -60,6 +60,7 @@ with ui.guard():
                                "pass (all samples of the batch, all units), on fixed bins shared by both runs. Bar "
                                "height: share of the values in the bin (count / number of values). Values beyond "
                                "the bins are counted, not dropped: a panel notes their share.")
+            page.animation(histograms.ANIMATION, lambda: histograms.animation(runs, tap=tap))
 
         def band_controls():
             c1, c2 = st.columns([3, 1])

@@ -1,4 +1,5 @@
-"""bnviz.export: PNG via one shared Chromium, tidy CSV, ZIP bundles, modebar config."""
+"""bnviz.export: PNG via one shared Chromium, tidy CSV, ZIP bundles, modebar config (SVG, PDF,
+batches and the presentation style: tests/test_export_formats.py)."""
 
 import io
 import json
@@ -277,23 +278,27 @@ def bar(values) -> go.Figure:
 
 
 @needs_browser
-def test_zip_has_png_and_csv_per_figure_and_readme():
+def test_zip_has_every_image_format_and_csv_per_figure_and_readme():
     figures = {"Loss curve": scatter(7), "Loss  curve!": bar([1, 2]), "γ": bar([3, 4])}
-    with zipfile.ZipFile(io.BytesIO(figures_zip(figures))) as archive:
+    gif = b"GIF89a-an-animation"
+    with zipfile.ZipFile(io.BytesIO(figures_zip(figures, extra={"anim.gif": gif}))) as archive:
         names = archive.namelist()
         stems = ["loss-curve", "loss-curve-2", "figure"]
         assert sorted(names) == sorted(
-            [f"{s}.{ext}" for s in stems for ext in ("png", "csv")] + ["README.txt"]
+            [f"{s}.{ext}" for s in stems for ext in ("png", "svg", "pdf", "csv")] + ["anim.gif", "README.txt"]
         )
         for stem in stems:
             assert archive.read(f"{stem}.png")[:8] == PNG_SIGNATURE
+            assert b"<svg" in archive.read(f"{stem}.svg")[:200]
+            assert archive.read(f"{stem}.pdf")[:5] == b"%PDF-"
+        assert archive.read("anim.gif") == gif
         assert list(read_csv(archive.read("loss-curve-2.csv").decode()).y) == [1, 2]
         assert read_csv(archive.read("loss-curve.csv").decode()).y.tolist() == pytest.approx(
             list(figures["Loss curve"].data[0].y)
         )
         readme = archive.read("README.txt").decode()
-    assert all(f"{s}.png" in readme and f"{s}.csv" in readme for s in stems)
-    assert "missing" not in readme
+    assert all(f"{s}.{ext}" in readme for s in stems for ext in ("png", "svg", "pdf", "csv"))
+    assert "anim.gif" in readme and "missing" not in readme
 
 
 def test_zip_without_browser_still_has_csvs_and_explains(no_browser):
@@ -302,15 +307,15 @@ def test_zip_without_browser_still_has_csvs_and_explains(no_browser):
         assert sorted(archive.namelist()) == ["README.txt", "a.csv", "b.csv"]
         assert list(read_csv(archive.read("b.csv").decode()).y) == [5, 6]
         readme = archive.read("README.txt").decode()
-    assert CHROMIUM_HELP in readme
+    assert CHROMIUM_HELP in readme and "PNG/SVG/PDF images are missing" in readme
 
 
-def test_zip_without_png_never_touches_the_browser(monkeypatch):
+def test_zip_without_images_never_touches_the_browser(monkeypatch):
     def boom(*args, **kwargs):
-        raise AssertionError("figure_png called")
+        raise AssertionError("the browser was asked for an image")
 
-    monkeypatch.setattr(export, "figure_png", boom)
-    with zipfile.ZipFile(io.BytesIO(figures_zip({"x": bar([1, 2])}, png=False))) as archive:
+    monkeypatch.setattr(export, "figure_images", boom)
+    with zipfile.ZipFile(io.BytesIO(figures_zip({"x": bar([1, 2])}, images=()))) as archive:
         assert sorted(archive.namelist()) == ["README.txt", "x.csv"]
         assert "not requested" in archive.read("README.txt").decode()
 

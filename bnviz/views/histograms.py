@@ -9,6 +9,7 @@ from typing import Mapping
 
 import plotly.graph_objects as go
 
+from ..animate import HistogramAnimation, histogram_animation
 from ..config import Config
 from ..figures import activations as figs
 from ..record import TAP_LABELS
@@ -83,6 +84,19 @@ def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | Non
         "percentile bands": percentile_bands(trained, layer=layer, tap=tap, bands=bands, unit=unit),
         "histograms over training": histogram_heatmap(trained, layer=layer, tap=tap, log_color=log_color),
     }
+
+
+ANIMATION = "layer histograms over training"
+
+
+def animation(trained: Mapping[str, Run], *, tap: str = "pre_activation") -> HistogramAnimation:
+    """The layer histograms at every recorded step: the page's GIF/MP4 downloads."""
+    return histogram_animation(histories(trained), tap)
+
+
+def animations(config: Config, trained: Mapping[str, Run]) -> dict[str, HistogramAnimation]:
+    """What ``bnviz export --animate`` writes for this page (at the default tap)."""
+    return {ANIMATION: animation(trained)}
 
 
 VIEW = View(slug="histograms", title="Activation histograms", default=DEFAULT, runs=runs, figures=make_figures)

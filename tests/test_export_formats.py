@@ -1,0 +1,266 @@
+"""Figures for slides: SVG and PDF beside PNG (one batch per call), the presentation style, and
+animations of the recorded histograms (GIF with Pillow, MP4 with imageio-ffmpeg's ffmpeg).
+
+Oracles: the file formats' own structure (XML with an <svg> root, PDF objects, GIF frames read
+back by Pillow, the MP4's ftyp box and the frames ffmpeg decodes); plotly.js's own resolution of
+every default size (``full_figure_for_development``) for the presentation style; numpy's
+histogram of the very samples for the bars drawn in each animation frame.
+"""
+import io
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from PIL import Image
+
+from bnviz import animate, export
+from bnviz.config import Config
+from bnviz.export import CHROMIUM_HELP, chromium_path, figure_csv, figure_image, figure_images, presentation
+from bnviz.figures import activations
+from bnviz.record import Snapshot, Thinned, new_history, tap_stats
+
+needs_browser = pytest.mark.skipif(chromium_path() is None, reason=CHROMIUM_HELP)
+TAP = "pre_activation"
+
+
+def titled(title: str) -> go.Figure:
+    return go.Figure(go.Scatter(y=[1, 3, 2], name="loss"), layout=dict(title=title, width=640, height=360))
+
+
+def svg_root(data: bytes) -> ET.Element:
+    root = ET.fromstring(data)
+    assert root.tag.rsplit("}", 1)[-1] == "svg"
+    return root
+
+
+def svg_text(root: ET.Element) -> str:
+    return " ".join("".join(el.itertext()) for el in root.iter() if el.tag.endswith("text"))
+
+
+def pdf_pages(data: bytes) -> list[tuple[float, float]]:
+    """The (width, height) of each page object: ``/Type /Page`` (not ``/Pages``) with its MediaBox."""
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pages = re.findall(rb"/Type\s*/Page(?![s\w])", data)
+    boxes = [tuple(map(float, m)) for m in re.findall(rb"/MediaBox\s*\[\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", data)]
+    return [(x1 - x0, y1 - y0) for (x0, y0, x1, y1) in boxes[:len(pages)]]
+
+
+# --- SVG and PDF -------------------------------------------------------------------------------
+
+
+@needs_browser
+@pytest.mark.timeout(300)
+def test_svg_is_xml_with_the_figure_at_its_size_and_pdf_has_one_page():
+    fig = titled("loss of run seven")
+    svg = svg_root(figure_image(fig, "svg"))
+    assert (float(svg.get("width")), float(svg.get("height"))) == (640, 360)
+    assert "loss of run seven" in svg_text(svg)
+    pdf = figure_image(fig, "pdf")
+    pages = pdf_pages(pdf)
+    assert len(pages) == 1 and len(pdf) > 1000
+    # Chromium prints the 640 x 360 px page at 96 px per inch, in points (72 per inch).
+    assert pages[0] == pytest.approx((640 * 0.75, 360 * 0.75), abs=1.5)
+
+
+@needs_browser
+@pytest.mark.timeout(300)
+def test_a_batch_returns_each_image_in_the_order_asked():
+    a, b = titled("first figure"), titled("second figure")
+    svg_a, png_b, pdf_a, svg_b = figure_images([(a, "svg"), (b, "png"), (a, "pdf"), (b, "svg")], scale=1)
+    assert "first figure" in svg_text(svg_root(svg_a)) and "second figure" not in svg_text(svg_root(svg_a))
+    assert "second figure" in svg_text(svg_root(svg_b))
+    assert png_b[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(io.BytesIO(png_b)).size == (640, 360)
+    assert len(pdf_pages(pdf_a)) == 1
+    assert figure_images([]) == []
+    with pytest.raises(ValueError, match="unknown image format 'bmp'"):
+        figure_image(a, "bmp")
+
+
+# --- presentation ------------------------------------------------------------------------------
+
+
+def small_histories(steps: int = 60) -> dict:
+    from bnviz.train import train
+    config = Config(steps=steps, width=16, depth=2, record_every=10, eval_every=20)
+    return {"with BN": train(config).history, "without BN": train(config.without_norm()).history}
+
+
+@pytest.fixture(scope="module")
+def plotly_js():
+    """kaleido's sync server, which ``full_figure_for_development`` asks plotly.js through."""
+    import kaleido
+    kaleido.start_sync_server(n=1, path=chromium_path(), mathjax=False, headless=True, enable_sandbox=False,
+                              enable_gpu=False, silence_warnings=True)
+    yield
+    kaleido.stop_sync_server(silence_warnings=True)
+
+
+def font_sizes(layout) -> dict[str, float]:
+    """Every text size plotly.js resolved for the figure: title, legend, axes' ticks and titles,
+    annotations (subplot titles, notes)."""
+    sizes = {"font": layout.font.size, "title": layout.title.font.size, "legend": layout.legend.font.size}
+    for name in dir(layout):
+        if re.fullmatch(r"[xy]axis\d*", name) and layout[name] is not None:
+            sizes[f"{name}.tick"] = layout[name].tickfont.size
+            sizes[f"{name}.title"] = layout[name].title.font.size
+    for i, note in enumerate(layout.annotations):
+        sizes[f"annotation {i}"] = note.font.size
+    return {key: size for key, size in sizes.items() if size is not None}   # None: no such text drawn
+
+
+@needs_browser
+@pytest.mark.timeout(600)
+def test_presentation_scales_every_resolved_font_and_line_and_keeps_the_data(plotly_js):
+    histories = small_histories()
+    scale = export.PRESENTATION_SCALE
+    for fig in (activations.training_curves(histories), activations.layer_histograms(histories, 59, TAP),
+                activations.percentile_bands(histories, 1, TAP)):
+        before = fig.full_figure_for_development(warn=False)
+        shown = presentation(fig)
+        after = shown.full_figure_for_development(warn=False)
+        old, new = font_sizes(before.layout), font_sizes(after.layout)
+        assert old.keys() == new.keys() and len(old) >= 5
+        for key, size in old.items():
+            # plotly.js rounds the sizes it derives (a title is 1.4x the base font): within 1 px
+            assert new[key] == pytest.approx(size * scale, abs=1.0), key
+        widths = [(t.line.width, u.line.width) for t, u in zip(before.data, after.data) if t.type == "scatter"]
+        for w, v in widths:
+            assert v == pytest.approx(w * scale)
+        assert after.layout.height > before.layout.height
+        assert figure_csv(shown) == figure_csv(fig)       # the data are the same
+    assert any(w for w, _ in widths)
+
+
+def test_presentation_leaves_its_argument_alone():
+    fig = titled("x")
+    fig.update_layout(annotations=[dict(text="note", font=dict(size=11), showarrow=False)])
+    before = fig.to_dict()
+    out = presentation(fig)
+    assert fig.to_dict() == before
+    assert out.layout.annotations[0].font.size == pytest.approx(11 * export.PRESENTATION_SCALE)
+    assert out.data[0].line.width == pytest.approx(2 * export.PRESENTATION_SCALE)   # plotly.js's default 2
+
+
+# --- animations --------------------------------------------------------------------------------
+
+
+EDGES = np.linspace(-4.0, 4.0, 41, dtype=np.float32)   # 40 bins of width 0.2
+
+
+def sampled_history(steps: list[int], layers: int = 2, seed: int = 0):
+    """A History of ``steps`` snapshots whose layer ``l`` at step ``s`` holds 4,000 normal values
+    of mean 0 and standard deviation (0.5 + l/2) * (1 + s/steps[-1]): a spreading distribution.
+    Returns it and the samples, for numpy's histogram to check against."""
+    rng = np.random.default_rng(seed)
+    h = new_history(Config(record_every=1), [f"layer {i + 1}" for i in range(layers)], {TAP: EDGES})
+    h.snapshots = Thinned(cap=10_000)
+    samples = {}
+    for s in steps:
+        taps = {}
+        for layer in range(layers):
+            x = rng.normal(0.0, (0.5 + layer / 2) * (1 + s / steps[-1]), size=(200, 20)).astype(np.float32)
+            samples[s, layer] = x
+            taps[(layer, TAP)] = tap_stats(torch.from_numpy(x), EDGES)
+        h.snapshots.add(s, Snapshot(step=s, taps=taps, norms={}))
+    return h, samples
+
+
+def bar_heights(frame: Image.Image, anim: animate.HistogramAnimation, layer: int, size=animate.SIZE) -> np.ndarray:
+    """Height in pixels of the bar over the centre of every bin of ``layer``'s panel: the run of
+    pixels of the (only) run's bar colour up from the panel's bottom."""
+    lay = animate._Layout.of(len(anim.layer_names), size, 1.0)
+    l, t, r, b = lay.panels[layer]
+    pixels = np.asarray(frame.convert("RGB")).astype(int)
+    bar = np.asarray(animate._blend((255, 255, 255), animate._rgb(animate.color(0)), animate.BAR_ALPHA))
+    x_lo, x_hi = anim.x_range
+    centres = (EDGES[:-1] + EDGES[1:]) / 2
+    cols = l + ((centres - x_lo) / (x_hi - x_lo) * (r - l)).astype(int)
+    heights = []
+    for c in cols:
+        column = pixels[t:b, c][::-1]                       # from the bottom up
+        is_bar = np.abs(column - bar).max(axis=1) <= 24    # gridlines under a bar tint it a little
+        heights.append(np.argmin(is_bar) if not is_bar.all() else len(is_bar))
+    return np.asarray(heights), b - t
+
+
+def test_thin_keeps_first_and_last_and_spreads_evenly():
+    steps = list(range(0, 2000, 10))
+    kept = animate.thin(steps, 60)
+    assert len(kept) == 60 and kept[0] == 0 and kept[-1] == 1990
+    gaps = np.diff([steps.index(s) for s in kept])
+    assert gaps.max() - gaps.min() <= 1
+    assert animate.thin(steps[:7], 60) == steps[:7]
+
+
+@pytest.mark.timeout(300)
+def test_gif_has_one_frame_per_step_and_its_bars_are_numpys_histogram_on_fixed_axes():
+    steps = list(range(0, 75 * 4, 4))                      # 75 recorded steps: thinned to 60 frames
+    history, samples = sampled_history(steps)
+    anim = animate.histogram_animation({"one run": history}, TAP)
+    shown = animate.thin(steps, animate.MAX_FRAMES)
+    assert list(anim.steps) == shown and len(shown) == 60
+    data = animate.gif(anim)
+    assert data[:6] == b"GIF89a"
+    gif = Image.open(io.BytesIO(data))
+    assert gif.n_frames == 60 and gif.size == animate.SIZE
+    assert gif.info.get("loop") == 0
+    # the same y axis on every frame: the highest bar of the whole animation (numpy's, here)
+    shares = {key: np.histogram(x, EDGES)[0] / x.size for key, x in samples.items()}
+    y_max = max(shares[s, layer].max() for s in shown for layer in range(2)) * 1.05
+    for index in (0, 29, 59):
+        gif.seek(index)
+        assert gif.info["duration"] == (round(1000 / animate.FPS) if index < 59 else round(animate.HOLD_S * 1000))
+        for layer in range(2):
+            heights, panel = bar_heights(gif, anim, layer)
+            expected = shares[shown[index], layer] / y_max * panel
+            np.testing.assert_allclose(heights, expected, atol=1.01)
+
+
+def test_frames_of_runs_that_ended_early_or_lack_the_tap_say_so():
+    long, _ = sampled_history([0, 10, 20, 30])
+    short, _ = sampled_history([0, 10])
+    anim = animate.histogram_animation({"long": long, "short": short}, TAP)
+    assert list(anim.steps) == [0, 10, 20, 30]
+    assert anim.shown[:, 1].tolist() == [0, 10, 10, 10]     # its last snapshot, as the figure shows
+    missing = animate.histogram_animation({"long": long}, "norm_output")
+    assert missing.runs == () and missing.absent == ("long",)
+    assert len(animate.frames(missing)) == 4                 # still frames: empty panels, and a note
+
+
+@pytest.mark.timeout(300)
+def test_presentation_frames_are_the_same_size_with_larger_text():
+    history, _ = sampled_history([0, 10])
+    anim = animate.histogram_animation({"one run": history}, TAP)
+    plain, big = animate.frames(anim)[0], animate.frames(anim, presentation=True)[0]
+    assert plain.size == big.size == animate.SIZE
+
+    def title_height(img, k):   # rows with dark ink in the title's corner, above the progress bar
+        corner = np.asarray(img.convert("L"))[:round(48 * k), :480]
+        return int((corner < 120).any(axis=1).sum())
+    assert title_height(big, export.PRESENTATION_SCALE) >= 1.4 * title_height(plain, 1.0) > 0
+
+
+@pytest.mark.skipif(not animate.mp4_available(), reason="imageio-ffmpeg is not installed")
+@pytest.mark.timeout(300)
+def test_mp4_has_its_ftyp_box_and_exactly_one_frame_per_step(tmp_path):
+    import imageio_ffmpeg
+    steps = list(range(0, 130, 10))
+    history, _ = sampled_history(steps)
+    anim = animate.histogram_animation({"one run": history}, TAP)
+    data = animate.mp4(anim)
+    assert data[4:8] == b"ftyp" and len(data) > 5000
+    path = tmp_path / "a.mp4"
+    path.write_bytes(data)
+    frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
+    assert frames == len(steps)
+    assert seconds == pytest.approx(len(steps) / animate.FPS, abs=0.2)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    assert tuple(meta["size"]) == animate.SIZE
+    decoded = np.frombuffer(next(reader), dtype=np.uint8).reshape(animate.SIZE[1], animate.SIZE[0], 3)
+    reader.close()
+    drawn = np.asarray(animate.frames(anim)[0]).astype(int)
+    assert np.abs(decoded.astype(int) - drawn).mean() < 4    # lossy, but the same picture
