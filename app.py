@@ -30,6 +30,7 @@ intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME), key=f"home.
 let_browser_draw(1, key="home.first_paint")  # before torch's import: see bnviz/ui_first_paint.py
 
 from bnviz import figures, ui  # noqa: E402 - torch comes with these; see above
+from bnviz.seeds import band_caption  # noqa: E402
 from bnviz.views import home  # noqa: E402
 
 page = ui.Page("home", None)
@@ -40,14 +41,14 @@ with ui.guard():
                            "BN moves the batch to mean 0 and standard deviation 1, then gamma and beta set them; "
                            "the shape of the distribution, its skewness included, does not change.")
 
-    config = page.config(home.VIEW.default, main=("activation", "norm", "placement"))
+    config = page.config(home.VIEW.default, main=("activation", "norm", "placement"), seeds=True)
     runs = page.train(home.runs(config), live=figures.training_curves)
     if runs:
-        [(name, fig)] = home.make_figures(config, runs).items()
+        [(name, fig)] = home.make_figures(config, runs, page.seed_runs).items()
         page.chart(fig, name, caption="Same network, seed, data and batches; only the normalization differs. Loss: training "
                            "cross-entropy of each mini-batch. Accuracy: share of the held-out test set classified "
-                           "correctly in eval mode (BN uses its running statistics).")
-        cols = st.columns(len(runs))
+                           "correctly in eval mode (BN uses its running statistics)." + band_caption(page.n_seeds))
+        cols = st.columns(len(runs)) if page.n_seeds == 1 else []  # over seeds: the summary above has them
         for col, (label, run) in zip(cols, runs.items()):
             last = run.history.evals[-1]
             col.metric(f"test accuracy, {label}", f"{last.test_acc:.1%}",

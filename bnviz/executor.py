@@ -32,6 +32,7 @@ same seeded generators as the server would, so the numbers are the same bit for 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -42,7 +43,7 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import numpy as np
@@ -56,6 +57,9 @@ SCHEDULER_ENV = "BNVIZ_SCHEDULER"   # a Dask scheduler address: run there instea
 SLOTS_ENV = "BNVIZ_SLOTS"           # trainings at a time (default: one per core)
 CONTEXT = "forkserver"
 CANCEL_RING = 4096                  # cancelled task ids a worker can see (a ring: ids only grow)
+# Environment a run reads (where local MNIST files are): sent with each task as the server has it
+# when the task is submitted, so a worker started earlier reads the files the server would.
+TASK_ENV = ("BNVIZ_DATA_DIR",)
 
 # A worker function takes its arguments and ``report(done, total, payload) -> bool``; it reports
 # progress through it (``payload``: something to show meanwhile, e.g. the history so far) and stops
@@ -74,12 +78,20 @@ def default_slots() -> int:
 
 @dataclass(frozen=True)
 class PackedRun:
-    """A finished (or stopped) run as it crosses processes: the history and the final weights
-    (``state_dict`` as numpy arrays; None when a rerun of the history is all that is wanted)."""
+    """A finished (or stopped) run as it crosses processes: the :class:`bnviz.train.Run` without its
+    model and data set (whatever else a Run records comes along) and the model's final weights
+    (``state_dict`` as numpy arrays)."""
 
-    config: Config
-    history: History
-    state: dict[str, np.ndarray] | None
+    run: Any                        # bnviz.train.Run with model=None, dataset=None
+    state: dict[str, np.ndarray]
+
+    @property
+    def config(self) -> Config:
+        return self.run.config
+
+    @property
+    def history(self) -> History:
+        return self.run.history
 
 
 def train_packed(config: Config, report: Report | None = None) -> PackedRun:
@@ -92,7 +104,7 @@ def train_packed(config: Config, report: Report | None = None) -> PackedRun:
 
     run = train(config, progress)
     state = {k: v.detach().numpy().copy() for k, v in run.model.state_dict().items()}
-    return PackedRun(config=config, history=run.history, state=state)
+    return PackedRun(run=dataclasses.replace(run, model=None, dataset=None), state=state)
 
 
 def unpack(packed: PackedRun):
@@ -102,13 +114,12 @@ def unpack(packed: PackedRun):
 
     from .data import load
     from .models import build
-    from .train import Run
 
     data = load(packed.config)
     model = build(packed.config, tuple(data.x_train.shape[1:]), data.n_classes)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in packed.state.items()})
     model.eval()
-    return Run(config=packed.config, history=packed.history, model=model, dataset=data)
+    return dataclasses.replace(packed.run, model=model, dataset=data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,17 +137,32 @@ def _init_local_worker(progress_queue: Any, cancelled: Any) -> None:
     _progress, _cancelled = progress_queue, cancelled
 
 
-def _run_local(task_id: int, fn: Callable[..., Any], args: tuple) -> Any:
+def _set_env(env: dict[str, str | None]) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _run_local(task_id: int, fn: Callable[..., Any], args: tuple, env: dict[str, str | None]) -> Any:
+    _set_env(env)
+
     def report(done: int, total: int, payload: Any = None) -> bool:
         _progress.put((task_id, done, total, payload))
         return _cancelled[task_id % CANCEL_RING] != task_id
     return fn(*args, report=report)
 
 
-def _run_dask(fn: Callable[..., Any], args: tuple) -> Any:
+def _noop(report: Report | None = None) -> None:
+    return None
+
+
+def _run_dask(fn: Callable[..., Any], args: tuple, env: dict[str, str | None]) -> Any:
     # Dask's workers run tasks in threads of their own process; one torch thread each, as locally.
     import torch
     torch.set_num_threads(1)
+    _set_env(env)
     return fn(*args, report=None)
 
 
@@ -152,6 +178,7 @@ class Task:
 
     def __init__(self, task_id: int, key: Hashable, fn: Callable[..., Any], args: tuple):
         self.id, self.key, self.fn, self.args = task_id, key, fn, args
+        self.env = {name: os.environ.get(name) for name in TASK_ENV}
         self.state = QUEUED
         self.owners = 1
         self.progress: tuple[int, int, Any] | None = None
@@ -192,10 +219,10 @@ class _LocalPool:
 
     def submit(self, task: Task) -> Any:
         try:
-            return self.pool.submit(_run_local, task.id, task.fn, task.args)
+            return self.pool.submit(_run_local, task.id, task.fn, task.args, task.env)
         except BrokenProcessPool:  # a worker died (killed, out of memory): start a new pool
             self.pool = self._new_pool()
-            return self.pool.submit(_run_local, task.id, task.fn, task.args)
+            return self.pool.submit(_run_local, task.id, task.fn, task.args, task.env)
 
     def cancel_running(self, task: Task) -> None:
         self.cancelled[task.id % CANCEL_RING] = task.id
@@ -214,7 +241,7 @@ class _DaskPool:
         return max(1, sum(self.client.nthreads().values()))
 
     def submit(self, task: Task) -> Any:
-        return self.client.submit(_run_dask, task.fn, task.args, pure=False, key=f"bnviz-{os.getpid()}-{task.id}")
+        return self.client.submit(_run_dask, task.fn, task.args, task.env, pure=False, key=f"bnviz-{os.getpid()}-{task.id}")
 
     def cancel_running(self, task: Task) -> None:
         # Dask drops the result; the worker's thread finishes the run in the background.
@@ -259,20 +286,36 @@ class Executor:
             self._dispatch()
             return task
 
-    def release(self, task: Task) -> None:
+    def release(self, task: Task, grace: float = 0.0) -> None:
         """One owner no longer wants ``task`` (a session moved on or pressed Stop); the task is
-        cancelled when no owner is left: removed from the queue, or stopped at its next report."""
+        cancelled when no owner is left: removed from the queue, or stopped at its next report.
+
+        ``grace``: wait that many seconds first; a submit of the same key meanwhile (a page that
+        reran with the same settings) takes the task over instead of starting it again."""
         with self._cond:
             if task.done():
                 return
             task.owners -= 1
             if task.owners > 0:
                 return
+        if grace > 0:
+            timer = threading.Timer(grace, self._drop_if_unowned, (task,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._drop_if_unowned(task)
+
+    def _drop_if_unowned(self, task: Task) -> None:
+        with self._cond:
+            if task.done() or task.owners > 0:
+                return
             if task.state == QUEUED:
                 self._pending.remove(task)
                 self._finish(task, CANCELLED)
-            else:
-                self.backend.cancel_running(task)
+                return
+            self.backend.cancel_running(task)
+            if self._by_key.get(task.key) is task:  # it is stopping: the same key starts afresh
+                del self._by_key[task.key]
 
     def position(self, task: Task) -> int:
         """Tasks queued before ``task`` (0: it is next, or already running or done)."""
@@ -313,6 +356,11 @@ class Executor:
         for _ in self.as_completed(tasks):
             pass
         return [t.result() for t in tasks]
+
+    def warm(self) -> None:
+        """Start every worker now, not when the first run is submitted (a forkserver imports torch
+        first, ~2 s of CPU: a server pays it while its first page is read, not while a user waits)."""
+        self.map(_noop, [()] * self.slots)
 
     def shutdown(self) -> None:
         with self._cond:

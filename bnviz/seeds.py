@@ -20,21 +20,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .config import Config
 
+if TYPE_CHECKING:
+    from .record import History
+
 LEVEL = 0.95
 MAX_SEEDS = 20
-METHOD = "Student t-interval over seeds"
+METHOD = ("mean over seeds; bands and ± are 95 % Student t-intervals over seeds (t quantile of n - 1 degrees "
+          "of freedom times the standard deviation over seeds / sqrt(n)); verdicts pair the runs by seed")
 
 
-def seed_configs(config: Config, n: int) -> list[Config]:
-    """``config`` at seeds ``config.seed, config.seed + 1, ..., config.seed + n - 1`` (the first one
-    is ``config`` itself, so one seed is the page as it always was)."""
-    return [config.replace(seed=config.seed + k) for k in range(max(1, n))]
+def band_caption(n: int) -> str:
+    """What a caption adds about bands over ``n`` seeds (nothing for one seed)."""
+    if n < 2:
+        return ""
+    return (f" Over {n} seeds: the line is the mean, the band the 95 % Student t-interval of the mean at each step "
+            "(t quantile of n - 1 degrees of freedom times the standard deviation over seeds / sqrt(n)).")
+
+
+def seed_label(label: str, seed: int, first_seed: int) -> str:
+    """The label of ``label``'s run at ``seed``: the label itself for the page's own seed."""
+    return label if seed == first_seed else f"{label} (seed {seed})"
+
+
+def expand(configs: Mapping[str, Config], n: int) -> dict[str, Config]:
+    """Every labelled config at ``n`` seeds, seed by seed (all runs of the first seed come first:
+    they are trained, and drawn, first)."""
+    out: dict[str, Config] = {}
+    for k in range(max(1, n)):
+        for label, cfg in configs.items():
+            out[seed_label(label, cfg.seed + k, cfg.seed)] = cfg.replace(seed=cfg.seed + k)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,12 +228,48 @@ def band(curves: Sequence[tuple[np.ndarray, np.ndarray]], level: float = LEVEL) 
     return Band(steps=all_steps, mean=mean, low=mean - half, high=mean + half, n=n)
 
 
-def pairwise_verdicts(values: Mapping[str, Sequence[float]], unit: str = "points", scale: float = 100.0) -> list[str]:
-    """A verdict line for every pair of labels (in order), paired by seed, on values times ``scale``."""
-    labels = list(values)
-    out = []
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            diff = paired_difference(values[a], values[b]).scaled(scale)
-            out.append(verdict(a, b, diff, unit))
-    return out
+# ----------------------------------------------------------------------------------------------
+# Runs over seeds
+
+
+def final_test_accuracy(history: "History") -> float:
+    """Eval-mode test accuracy after the last update; NaN for a run that diverged or was stopped
+    (left out of the statistics, as :func:`mean_interval` leaves out NaNs)."""
+    if not history.finished or not len(history.evals):
+        return math.nan
+    return float(history.evals[-1].test_acc)
+
+
+def default_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of a few runs; with more than four, each against the first (the page's own run)."""
+    if len(labels) <= 4:
+        return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    return [(labels[0], b) for b in labels[1:]]
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """What a page says about runs over several seeds: a headline number per run and a verdict per pair."""
+
+    seeds: tuple[int, ...]
+    headlines: dict[str, str]       # label -> "97.6 % ± 0.5"
+    intervals: dict[str, Interval]  # label -> the interval behind it, in percent
+    verdicts: list[str]
+
+    @property
+    def caption(self) -> str:
+        first, last = self.seeds[0], self.seeds[-1]
+        return (f"Final test accuracy (eval mode, after the last update) over {len(self.seeds)} seeds "
+                f"({first} to {last}): {METHOD}. A run that diverged or was stopped is left out.")
+
+
+def summarize(histories: Mapping[str, Sequence["History"]], seeds: Sequence[int],
+              pairs: Sequence[tuple[str, str]] | None = None) -> SeedSummary:
+    """Headline numbers and paired verdicts on final test accuracy; ``histories[label][k]`` is the
+    run of ``seeds[k]`` (the same k for every label: that is what pairs them)."""
+    values = {label: [final_test_accuracy(h) for h in hs] for label, hs in histories.items()}
+    pairs = default_pairs(list(values)) if pairs is None else pairs
+    verdicts = [verdict(a, b, paired_difference(values[a], values[b]).scaled(100.0)) for a, b in pairs
+                if a in values and b in values]
+    return SeedSummary(seeds=tuple(seeds), headlines={k: headline(v) for k, v in values.items()},
+                       intervals={k: mean_interval(v).scaled(100.0) for k, v in values.items()}, verdicts=verdicts)

@@ -45,12 +45,13 @@ import torch
 from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from . import export
+from . import executor, export, seeds
 from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
                      Config, ConfigError, check, from_query)
 from .data import DataNotFoundError, DataFormatError
 from .record import History
-from .train import Run, train
+from .seeds import MAX_SEEDS
+from .train import Run
 
 log = logging.getLogger("bnviz")
 
@@ -65,11 +66,25 @@ torch.set_num_threads(1)
 # a collection costs a few ms. Anything created later is collected as before.
 gc.freeze()
 
+
+def _start_workers() -> None:
+    try:
+        executor.shared().warm()
+    except Exception:  # noqa: BLE001 - the first training reports it on its page
+        log.error("could not start the training workers\n%s", traceback.format_exc())
+
+
+# Training runs in worker processes (bnviz.executor): start them now, in the background, so that
+# the first run does not wait for them (their start imports torch again, ~2 s of CPU).
+threading.Thread(target=_start_workers, name="bnviz-workers", daemon=True).start()
+
 SHARED = ("dataset", "seed", "steps", "batch_size", "lr", "optimizer")
 PARTIALS_KEPT = 8  # partial histories of interrupted runs kept per page and session
 MAX_URL_NOTES = 12  # notes about a link's adjusted settings shown at most
 LIVE_REDRAW_S = 0.7  # seconds between redraws of a live training chart
 PRESENTATION = "presentation"  # session and URL key of the Presentation setting, one for every page
+MAX_RUNS = 160  # runs one page trains at most (its networks times its seeds)
+RELEASE_GRACE_S = 2.0  # an interrupted page's runs go on this long, for its next run to take them over
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,8 @@ def _widget_value(name: str, value: Any) -> Any:
 class Page:
     """One view: its controls, URL, training, charts and exports."""
 
+    n_seeds = 1                                        # seeds every run is trained at (the Seeds control)
+
     def __init__(self, slug: str, title: str | None, caption: str | None = None):
         """``title`` None: the page has drawn its own title (the home page does, before torch)."""
         self.slug = slug
@@ -200,15 +217,18 @@ class Page:
         return name if name in SHARED else f"{self.slug}.{name}"
 
     def config(self, base: Config, main: Sequence[str] = (), *, sidebar: Sequence[str] = SHARED,
-               view: Mapping[str, Any] | None = None) -> Config:
+               view: Mapping[str, Any] | None = None, seeds: bool = False) -> Config:
         """Show the sidebar and page controls for ``base`` and return the Config they describe.
 
         ``main`` fields are shown in an expander on the page; ``sidebar`` ones in the sidebar.
         On the first run of this page in a session the URL query string seeds the controls.
         ``view`` lists display-only parameters the page keeps in the URL ({name: default}).
+        ``seeds``: the page compares runs; the sidebar offers the Seeds control (URL key ``seeds``),
+        and :meth:`train` trains every run at that many seeds (:attr:`n_seeds`).
         """
         names = list(sidebar) + [n for n in main if n not in sidebar]
-        self._seed_from_url(base, names, view or {})
+        view = {**(view or {}), "seeds": 1} if seeds else (view or {})
+        self._seed_from_url(base, names, view)
         for name in names:
             key = self._key(name)
             if key not in st.session_state:
@@ -217,6 +237,8 @@ class Page:
             _presentation_control()
             st.subheader("Training")
             values = {n: _widget(n, self._key(n), st) for n in sidebar}
+            if seeds:
+                self.n_seeds = self._seeds_control()
         if main:
             with st.expander("Network and normalization settings", expanded=True):
                 cols = st.columns(3)
@@ -227,6 +249,20 @@ class Page:
         self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
         self._write_url()
         return config
+
+    def _seeds_control(self) -> int:
+        key = self.view_value("seeds", 1)
+        raw = st.session_state[key]
+        value = min(max(int(raw), 1), MAX_SEEDS) if isinstance(raw, (int, float)) and math.isfinite(raw) else 1
+        if value != raw or not isinstance(raw, int):
+            self.url_notes.append(f"seeds: {str(raw)[:20]} is outside 1 to {MAX_SEEDS}; using {value}")
+            st.session_state[key] = value
+        return int(self.view_control(
+            st.number_input, "seeds", "Seeds", min_value=1, max_value=MAX_SEEDS, step=1,
+            help="Train every run once per seed: the sidebar's seed, the next one, and so on. With 2 or more, "
+                 "curves show the mean and a 95 % confidence band, numbers the mean ± the interval's half-width, "
+                 "and each comparison a verdict paired by seed (the same seed gives both networks the same "
+                 "data split and batches)."))
 
     def display_only(self, view: Mapping[str, Any]) -> None:
         """For a page that trains nothing (no :meth:`config`): read its display settings ``view``
@@ -488,11 +524,20 @@ class Page:
 
     # ----- training ----------------------------------------------------------------------------
     def train(self, configs: Mapping[str, Config], *,
-              live: Callable[[dict[str, History]], go.Figure] | None = None) -> dict[str, Run] | None:
+              live: Callable[[dict[str, History]], go.Figure] | None = None,
+              compare: Sequence[tuple[str, str]] | None = None) -> dict[str, Run] | None:
         """Train (or fetch from the cache) one run per label; None when a config cannot train.
 
-        Shows a progress bar, a Stop button and, if ``live`` is given, a chart redrawn while the
-        runs train. A stopped run's partial history is kept and shown until settings change.
+        Runs train in the server's worker processes (:mod:`bnviz.executor`), side by side, behind
+        one queue shared by every session. Shows a progress bar, the place in that queue, a Stop
+        button and, if ``live`` is given, a chart redrawn while the runs train. A stopped run's
+        partial history is kept and shown until settings change.
+
+        With :attr:`n_seeds` > 1 every config also trains at the following seeds (the page's own
+        runs first: they are drawn while the others train); :attr:`seed_runs` holds them all, and
+        a summary says each run's final accuracy over the seeds and a verdict for each pair in
+        ``compare`` (default :func:`bnviz.seeds.default_pairs`). The returned runs are the page's
+        own seed's.
         """
         for label, cfg in configs.items():
             try:
@@ -500,6 +545,12 @@ class Page:
             except ConfigError as exc:
                 st.error(f"**{label}: this configuration cannot train.** {exc}")
                 return None
+        n = self.n_seeds
+        if n > 1 and len(configs) * n > MAX_RUNS:
+            n = max(1, MAX_RUNS // len(configs))
+            st.warning(f"This page trains {len(configs)} networks; at most {MAX_RUNS} runs are trained at once, so "
+                       f"{n} seed(s) each instead of {self.n_seeds}.")
+        flat = seeds.expand(configs, n)
         store = run_store()
         stop_key, stopped_key = f"{self.slug}.__stop", f"{self.slug}.__stopped"
         partials: dict[Config, History] = st.session_state.setdefault(f"{self.slug}.__partial", {})
@@ -508,14 +559,14 @@ class Page:
         for stale in list(partials)[:-PARTIALS_KEPT]:
             del partials[stale]
         if st.session_state.get(stop_key):
-            st.session_state[stopped_key] = set(configs.values())
+            st.session_state[stopped_key] = set(flat.values())
         stopped: set[Config] = st.session_state.get(stopped_key, set())
-        if not stopped.issuperset(configs.values()):
+        if not stopped.issuperset(flat.values()):
             stopped = st.session_state[stopped_key] = set()
 
         runs: dict[str, Run] = {}
         todo = []
-        for label, cfg in configs.items():
+        for label, cfg in flat.items():
             hit = store.get(cfg)
             if hit is not None:
                 runs[label] = hit
@@ -525,7 +576,7 @@ class Page:
             else:
                 todo.append(label)
         if todo:
-            self._train_live(configs, todo, runs, store, partials, stop_key, live)
+            self._train_live(flat, list(configs), todo, runs, store, partials, stop_key, live)
         elif stopped:
             st.info("Training was stopped; the charts show the steps recorded so far.")
             if st.button("Train again", key=f"{self.slug}.__resume"):
@@ -533,48 +584,95 @@ class Page:
                 st.rerun()
         for label, run in runs.items():
             report_run(label, run.history)
+        first = {label: cfg.seed for label, cfg in configs.items()}
+        self.seed_runs = {label: [runs[lab] for lab in (seeds.seed_label(label, s + k, s) for k in range(n))
+                                  if lab in runs] for label, s in first.items()}
+        if n > 1:
+            self._seed_summary(compare)
         return {label: runs[label] for label in configs if label in runs}
 
-    def _train_live(self, configs, todo, runs, store, partials, stop_key, live) -> None:
+    def _seed_summary(self, compare: Sequence[tuple[str, str]] | None) -> None:
+        """Final accuracy over seeds per run (mean ± half the 95 % interval) and a verdict per pair."""
+        histories = {label: [r.history for r in rs] for label, rs in self.seed_runs.items() if rs}
+        first = next(iter(self.seed_runs.values()))[0].config.seed
+        summary = seeds.summarize(histories, [first + k for k in range(self.n_seeds)], compare)
+        with st.container(border=True):
+            st.markdown(f"**Across {self.n_seeds} seeds**")
+            cols = st.columns(min(len(summary.headlines), 4))
+            for i, (label, text) in enumerate(summary.headlines.items()):
+                cols[i % len(cols)].metric(f"final test accuracy, {label}", text,
+                                           help="Mean over seeds ± half the width of its 95 % t-interval.")
+            for line in summary.verdicts:
+                st.markdown(f"- {line}")
+            st.caption(summary.caption + f" Charts that show a single run show seed {first} (the sidebar's seed).")
+
+    def _train_live(self, configs, own, todo, runs, store, partials, stop_key, live) -> None:
+        """Submit ``todo`` to the executor and show them train: progress, queue place, live chart.
+
+        ``own``: the labels of the page's own seed; the live chart shows those. If the page is
+        interrupted (a rerun, Stop) the runs are released: cancelled after a grace period unless
+        the next run of the page asks for them again."""
+        pool = executor.shared()
+        tasks = {label: pool.submit(executor.train_packed, configs[label], key=RunStore.key(configs[label]))
+                 for label in todo}
+        label_of = {task.id: label for label, task in tasks.items()}
         total_steps = sum(configs[label].steps for label in todo)
-        done_before = 0
-        with st.status(f"Training {len(todo)} network(s)…", expanded=True) as status:
-            st.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
-            bar = st.progress(0.0)
-            chart_slot = st.empty() if live is not None else None
-            last_draw = [0.0]
-            for label in todo:
-                cfg = configs[label]
-
-                def progress(done: int, total: int, history: History, label=label, offset=done_before) -> None:
-                    bar.progress(min((offset + done) / total_steps, 1.0),
-                                 text=f"{label}: step {done} of {total}")
-                    if len(history.snapshots):  # a run stopped before its first step has nothing to show
-                        partials[configs[label]] = history
+        try:
+            with st.status(f"Training {len(todo)} network(s)…", expanded=True) as status:
+                st.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
+                waiting = st.empty()
+                bar = st.progress(0.0)
+                chart_slot = st.empty() if live is not None else None
+                last_draw, drawn_news = 0.0, False
+                for task in pool.as_completed(tasks.values(), tick=0.25):
+                    if task is not None:
+                        label = label_of[task.id]
+                        try:
+                            run = executor.unpack(task.result())
+                        except (DataNotFoundError, DataFormatError) as exc:
+                            status.update(label="Data missing", state="error")
+                            st.error(str(exc))
+                            st.stop()
+                        runs[label] = run
+                        if run.history.finished or run.history.diverged_at is not None:
+                            store.put(run.config, run)
+                        partials.pop(run.config, None)
+                        drawn_news = True
+                    live_now = [t for t in tasks.values() if not t.done()]
+                    for t in live_now:
+                        if t.progress is not None and len(t.progress[2].snapshots):
+                            partials[configs[label_of[t.id]]] = t.progress[2]
+                    done = sum(configs[lab].steps for lab, t in tasks.items() if t.done())
+                    done += sum(t.progress[0] for t in live_now if t.progress is not None)
+                    running = [label_of[t.id] for t in live_now if t.state == executor.RUNNING]
+                    bar.progress(min(done / total_steps, 1.0),
+                                 text=f"{len(tasks) - len(live_now)} of {len(tasks)} done"
+                                      + (f"; training {', '.join(running[:3])}" if running else ""))
+                    queued = [t for t in live_now if t.state == executor.QUEUED]
+                    if queued and not running:
+                        waiting.info(f"Waiting for a free training slot: {pool.position(queued[0])} training(s) of "
+                                     f"other sessions are queued before yours, and this server trains at most "
+                                     f"{pool.slots} at a time. Stop leaves the queue.")
+                    else:
+                        waiting.empty()
                     now = time.monotonic()
-                    if chart_slot is not None and now - last_draw[0] > LIVE_REDRAW_S:
-                        last_draw[0] = now
-                        shown = {lab: r.history for lab, r in runs.items()}
-                        shown[label] = history
-                        # a key of its own per drawing: two drawings with the same content (a run that
-                        # diverged at once, drawn again as the next one starts) would collide
-                        self._live_draws += 1
-                        chart_slot.plotly_chart(live(shown), theme=None, key=f"{self.slug}.live.{self._live_draws}")
-
-                try:
-                    run = train(cfg, progress)
-                except (DataNotFoundError, DataFormatError) as exc:
-                    status.update(label="Data missing", state="error")
-                    st.error(str(exc))
-                    st.stop()
-                runs[label] = run
-                if run.history.finished or run.history.diverged_at is not None:
-                    store.put(cfg, run)
-                partials.pop(cfg, None)
-                done_before += cfg.steps
-            status.update(label="Training done", state="complete", expanded=False)
-            if chart_slot is not None:
-                chart_slot.empty()
+                    if chart_slot is not None and (drawn_news or task is None) and now - last_draw > LIVE_REDRAW_S:
+                        shown = {lab: runs[lab].history if lab in runs else partials.get(configs[lab])
+                                 for lab in own}
+                        shown = {lab: h for lab, h in shown.items() if h is not None}
+                        if shown:
+                            last_draw, drawn_news = now, False
+                            # a key of its own per drawing: two drawings with the same content would collide
+                            self._live_draws += 1
+                            chart_slot.plotly_chart(live(shown), theme=None,
+                                                    key=f"{self.slug}.live.{self._live_draws}")
+                status.update(label="Training done", state="complete", expanded=False)
+                if chart_slot is not None:
+                    chart_slot.empty()
+        finally:
+            for task in tasks.values():
+                if not task.done():
+                    pool.release(task, grace=RELEASE_GRACE_S)
 
     # ----- charts and exports ----------------------------------------------------------------------
     def chart(self, fig: go.Figure, name: str, *, caption: str | None = None, drawn: bool = False) -> None:

@@ -21,7 +21,7 @@ VIEW_DEFAULTS = {"layer": 0, "step": 0, "tap": "pre_activation", "log_y": False,
 with ui.guard():
     config = page.config(histograms.VIEW.default,
                          main=("activation", "depth", "width", "placement", "momentum", "init_scale"),
-                         view=VIEW_DEFAULTS)
+                         view=VIEW_DEFAULTS, seeds=True)
     runs = page.train(histograms.runs(config), live=figures.training_curves)
     if runs:
         names = next(iter(runs.values())).history.layer_names

@@ -62,7 +62,8 @@ def clamp_sample(n_test: int) -> None:
 
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("depth", "width", "activation", "momentum"), view=view.VIEW_DEFAULTS)
+    config = page.config(view.DEFAULT, main=("depth", "width", "activation", "momentum"), view=view.VIEW_DEFAULTS,
+                         seeds=True)
     with st.expander("Sweep: batch sizes and normalizations", expanded=True):
         sizes, norms = sweep_settings()
     sweep_configs, skipped = sweeps.sweep_configs(config, sizes, norms)
@@ -81,7 +82,8 @@ with ui.guard():
                  + " ".join(main_problem) + " Choose a batch size of 2 or more in the sidebar for part 1; the sweep "
                  "below runs without it.")
 
-    runs = page.train(view.runs(config, sizes, norms), live=figs.sweep_live) or {}
+    runs = page.train(view.runs(config, sizes, norms), live=figs.sweep_live,
+                      compare=view.comparisons(sizes, norms)) or {}
 
     st.header("1. One input, different batches")
     main = runs.get(view.MAIN)

@@ -32,7 +32,7 @@ def control(widget, name: str, label: str, *args, **kwargs):
 
 with ui.guard():
     config = page.config(view.DEFAULT, main=("dropout", "depth", "width", "activation", "placement"),
-                         view=view.VIEW_DEFAULTS)
+                         view=view.VIEW_DEFAULTS, seeds=True)
     st.latex(r"y=\frac{m\,x}{p},\ m\sim\mathrm{Bernoulli}(p):\qquad \mathrm{Var}_\text{train}(y)=\frac{c^2+v}{p}-c^2,"
              r"\qquad \mathrm{Var}_\text{eval}(y)=v,\qquad \text{ratio}=\frac{(c^2+v)/p-c^2}{v}")
     st.caption("x: the unit's value before dropout, with mean c and variance v over the data; p: keep probability "
@@ -52,7 +52,7 @@ with ui.guard():
         position = control(c2.radio, "sweep_position", "Ordering for the sweep", view.SWEEP_POSITIONS,
                            format_func=lambda pos: view.ordering_label(config, pos), horizontal=True)
 
-    runs = page.train(view.runs(config, keeps, position), live=training_curves) or {}
+    runs = page.train(view.runs(config, keeps, position), live=training_curves, compare=view.comparisons(config)) or {}
     order_configs = view.ordering_configs(config)
     done = {label: view.find(runs, cfg) for label, cfg in order_configs.items()}
     done = {label: run for label, run in done.items() if run is not None and run.model is not None}

@@ -87,7 +87,8 @@ def show_shift(source, settings) -> None:
 
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("momentum", "depth", "width", "activation"), view=view.VIEW_DEFAULTS)
+    config = page.config(view.DEFAULT, main=("momentum", "depth", "width", "activation"), view=view.VIEW_DEFAULTS,
+                         seeds=True)
     training, part_a, part_b = st.container(), st.container(), st.container()
     with part_a:
         st.header("(a) Precise BN")

@@ -16,7 +16,7 @@ page = ui.Page(
 SIDEBAR = ("seed", "steps", "batch_size", "lr", "optimizer")
 
 with ui.guard():
-    config = page.config(figure1.DEFAULT, sidebar=SIDEBAR, view={"mnist": False})
+    config = page.config(figure1.DEFAULT, sidebar=SIDEBAR, view={"mnist": False}, seeds=True)
     st.markdown(
         "**Their setup** (section 4.1 of the paper): MNIST, a network of **3 fully connected hidden layers of 100 "
         "sigmoid units** and a 10-way softmax, **mini-batches of 60**, trained for 50,000 steps; the BN network "
@@ -45,7 +45,7 @@ with ui.guard():
 
     runs = page.train(figure1.runs(config), live=figures.training_curves)
     if runs:
-        figs = figure1.make_figures(config, runs)
+        figs = figure1.make_figures(config, runs, page.seed_runs)
         for name, fig in figs.items():
             layer = runs[figure1.WITH].history.layer_names[figure1.last_layer(config)]
             page.chart(fig, name, caption=(
@@ -53,8 +53,10 @@ with ui.guard():
                 "statistics), every 50 steps. (b, c) At each recorded step (every 20 steps, thinned to at most 200 "
                 f"points), the 15th, 50th and 85th percentiles over the training batch of the input of unit 1 of "
                 f"{layer} to its sigmoid: the weighted sum Wu without BN, BN's output gamma x_hat + beta with BN. "
-                "Line: median; band: 15th to 85th percentile (70% of the batch)."))
-        cols = st.columns(len(runs))
+                "Line: median; band: 15th to 85th percentile (70% of the batch)."
+                + (f" (a) over {page.n_seeds} seeds: mean and 95 % Student t-interval at each evaluation; "
+                   f"(b, c) show seed {config.seed}." if page.n_seeds > 1 else "")))
+        cols = st.columns(len(runs)) if page.n_seeds == 1 else []  # over seeds: the summary above has them
         for col, (label, run) in zip(cols, runs.items()):
             last = run.history.evals[-1]
             col.metric(f"test accuracy, {label}", f"{last.test_acc:.1%}",

@@ -147,3 +147,14 @@ def test_the_same_code_runs_on_a_dask_cluster_bit_for_bit():
             assert [t for t in dask.as_completed([slow, fast])] == [fast, slow]
         finally:
             dask.shutdown()
+
+
+def read_env(name: str, report=None) -> str | None:
+    import os
+    return os.environ.get(name)
+
+
+def test_a_worker_reads_the_data_folder_the_server_has_now(pool, monkeypatch, tmp_path):
+    pool.map(snooze, [(0.01,)] * 2)                        # the workers exist before the change
+    monkeypatch.setenv("BNVIZ_DATA_DIR", str(tmp_path))
+    assert pool.map(read_env, [("BNVIZ_DATA_DIR",)] * 4) == [str(tmp_path)] * 4

@@ -8,7 +8,7 @@ import plotly.io as pio
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bnviz import ui
+from bnviz import executor, ui
 from bnviz.config import Config
 from bnviz.views import histograms, registry, render
 from conftest import ROOT
@@ -42,15 +42,17 @@ def _title(fig: go.Figure) -> str:
 
 @pytest.fixture
 def trainings(monkeypatch):
-    """Counts the networks the page trains (cache hits do not count)."""
+    """Counts the networks the page trains (cache hits do not count): the runs it hands to the
+    executor, which trains them in worker processes."""
     calls = []
-    real = ui.train
+    real = executor.Executor.submit
 
-    def counting(config, progress=None, **kwargs):
-        calls.append(config)
-        return real(config, progress, **kwargs)
+    def counting(self, fn, *args, **kwargs):
+        if fn is executor.train_packed:
+            calls.append(args[0])
+        return real(self, fn, *args, **kwargs)
 
-    monkeypatch.setattr(ui, "train", counting)
+    monkeypatch.setattr(executor.Executor, "submit", counting)
     return calls
 
 

@@ -93,12 +93,30 @@ def test_verdict_wording():
     assert "no difference detectable over 5 seeds (-0.4 to 0.8" in line and "BN minus no BN" in line
 
 
-def test_pairwise_verdicts_on_accuracies_in_points():
+class _Eval:
+    def __init__(self, acc):
+        self.test_acc = acc
+
+
+class _History:
+    """What summarize reads of a History: whether it finished, and its evaluations."""
+
+    def __init__(self, acc, finished=True):
+        self.finished, self.evals = finished, [_Eval(0.1), _Eval(acc)]
+
+
+def test_summary_of_runs_over_seeds_in_points():
     a, b = [0.97, 0.975, 0.98, 0.972], [0.95, 0.956, 0.96, 0.951]
-    [line] = seeds.pairwise_verdicts({"with BN": a, "without BN": b})
-    d = (np.array(a) - np.array(b)) * 100
+    histories = {"with BN": [_History(x) for x in a],
+                 "without BN": [_History(x) for x in b[:3]] + [_History(0.2, finished=False)]}  # diverged
+    summary = seeds.summarize(histories, seeds=[0, 1, 2, 3])
+    [line] = summary.verdicts
+    d = (np.array(a[:3]) - np.array(b[:3])) * 100   # the diverged seed drops out of the pairs
     assert line.startswith(f"with BN ahead by {d.mean():.1f} points")
-    assert line.endswith("over 4 seeds")
+    assert line.endswith("over 3 seeds")
+    half = TABLE[3] * np.std(np.array(a) * 100, ddof=1) / 2
+    assert summary.headlines["with BN"] == f"{np.mean(a) * 100:.1f} % ± {half:.1f}"
+    assert "4 seeds (0 to 3)" in summary.caption and "t-interval" in summary.caption
 
 
 def test_band_matches_numpy_per_step_and_leaves_out_a_run_that_stopped():
@@ -116,7 +134,10 @@ def test_band_matches_numpy_per_step_and_leaves_out_a_run_that_stopped():
         assert (b.low[j], b.high[j]) == pytest.approx((col.mean() - half, col.mean() + half), rel=3e-4)
 
 
-def test_seed_configs_start_at_the_pages_seed():
-    configs = seeds.seed_configs(Config(seed=5), 3)
-    assert [c.seed for c in configs] == [5, 6, 7]
-    assert configs[0] == Config(seed=5)
+def test_expand_gives_every_label_every_seed_first_seed_first():
+    configs = {"with BN": Config(seed=5), "without BN": Config(seed=5, norm="none")}
+    flat = seeds.expand(configs, 3)
+    assert list(flat)[:2] == ["with BN", "without BN"]          # the page's own runs first
+    assert flat["without BN (seed 7)"] == Config(seed=7, norm="none")
+    assert sorted(c.seed for c in flat.values()) == [5, 5, 6, 6, 7, 7]
+    assert seeds.expand(configs, 1) == configs

@@ -41,6 +41,15 @@ def runs(config: Config, batch_sizes: Sequence[int] = sweeps.DEFAULT_BATCH_SIZES
     return out
 
 
+def comparisons(batch_sizes: Sequence[int], norms: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs a verdict over seeds is given for: at each batch size, BatchNorm against every
+    other normalization of the sweep (the question of Wu & He's Figure 1)."""
+    if "batchnorm" not in norms:
+        return []
+    return [(sweeps.sweep_label("batchnorm", b), sweeps.sweep_label(n, b)) for b in batch_sizes for n in norms
+            if n != "batchnorm"]
+
+
 def batch_dependence_all(run: Run, index: int, sizes: Sequence[int] = IN_BATCH_SIZES,
                          seed: int = 0) -> list[sweeps.BatchDependence]:
     """The test input ``index`` in random test batches of every size in ``sizes`` (train-mode BN)."""

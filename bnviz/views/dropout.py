@@ -40,6 +40,12 @@ def ordering_configs(config: Config) -> dict[str, Config]:
     return {ordering_label(config, pos): config.replace(dropout_position=pos) for pos in DROPOUT_POSITIONS}
 
 
+def comparisons(config: Config) -> list[tuple[str, str]]:
+    """The pairs a verdict over seeds is given for: the three orderings against each other."""
+    labels = list(ordering_configs(config))
+    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+
+
 def keep_config(config: Config, keep: float, position: str) -> Config:
     return config.replace(dropout=round(1.0 - keep, 6), dropout_position=position)
 

@@ -13,13 +13,14 @@ the same preset trains on 20,000 MNIST training images.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
 from .. import data
 from ..config import Config
 from ..figures.figure1 import figure1
+from ..figures.seeds import replace_with_bands
 from ..train import Run
 from . import View
 
@@ -59,11 +60,18 @@ def last_layer(config: Config) -> int:
     return config.depth - 1
 
 
-def make_figures(config: Config, trained: Mapping[str, Run]) -> dict[str, go.Figure]:
+def make_figures(config: Config, trained: Mapping[str, Run],
+                 over_seeds: Mapping[str, Sequence[Run]] | None = None) -> dict[str, go.Figure]:
+    """The figure; with runs at several seeds (``over_seeds``), panel (a) shows their mean and 95 %
+    band, and panels (b, c), one run's percentiles, stay those of ``trained`` (the page's seed)."""
     histories = {label: trained[label].history for label in (WITH, WITHOUT) if label in trained}
     if len(histories) < 2:
         return {}
-    return {"Figure 1 reproduction": figure1(histories, last_layer(config), with_bn=WITH, without_bn=WITHOUT)}
+    fig = figure1(histories, last_layer(config), with_bn=WITH, without_bn=WITHOUT)
+    if over_seeds and min(len(over_seeds.get(label, ())) for label in histories) > 1:
+        replace_with_bands(fig, {label: [r.history for r in over_seeds[label]] for label in histories},
+                           row=1, col=1, suffix=": test accuracy")
+    return {"Figure 1 reproduction": fig}
 
 
 VIEW = View(slug="figure1", title="Ioffe & Szegedy 2015, Figure 1", default=DEFAULT, runs=runs, figures=make_figures)
