@@ -13,7 +13,6 @@ percentiles, zeros) follows from the sorted array by ``searchsorted`` and indexi
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Iterator, Sequence, TypeVar
 
@@ -118,47 +117,79 @@ def tap_stats(x: torch.Tensor, edges: np.ndarray) -> TapStats:
 
 def tap_stats_many(tensors: Sequence[torch.Tensor], edges: np.ndarray | Sequence[np.ndarray]) -> list[TapStats]:
     """:func:`tap_stats` of several tensors of one shape, computed together; ``edges`` is one
-    array for all of them or one per tensor.
-
-    One numpy call per statistic for all of them rather than one per tensor: a snapshot
-    summarises ~6 tensors of 6,400 values, and numpy's per-call overhead, not the arithmetic,
-    was most of its cost (0.24 ms a tensor, of which the sort is ~0.05 ms).
-    """
+    array for all of them or one per tensor."""
     if not tensors:
         return []
-    k = len(tensors)
-    per_tensor = edges if isinstance(edges, (list, tuple)) else [edges] * k
+    per_tensor = edges if isinstance(edges, (list, tuple)) else [edges] * len(tensors)
+    return summarize_sorted(*sorted_rows(tensors), per_tensor)
+
+
+def sorted_rows(tensors: Sequence[torch.Tensor], relu_of: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """The values of each tensor (all of one shape (N, C, ...)) sorted, one row each, then for each
+    index in ``relu_of`` the ReLU of that tensor's row ((k + r, m) in all); and the same rows for
+    unit (channel) 0 alone, across the batch and any spatial positions.
+
+    ReLU is elementwise and non-decreasing, so the ReLU of a sorted row is the sorted row of the
+    ReLU: a ReLU's output needs no copy and no sort of its own (see :mod:`bnviz.recorder`).
+    """
     import torch  # here: bnviz.store reads runs through this module without importing torch
-    x = torch.stack([t.detach() for t in tensors]).numpy()   # (k, N, C, ...)
-    s = np.sort(x.reshape(k, -1), axis=1)
+    k, r = len(tensors), len(relu_of)
+    shape = tuple(tensors[0].shape)
+    rows = np.empty((k + r, *shape), dtype=tensors[0].detach()[:0].numpy().dtype)
+    torch.stack([t.detach() for t in tensors], out=torch.from_numpy(rows[:k]))
+    unit = (rows[:k, :, 0] if rows.ndim > 2 else rows[:k]).reshape(k, -1)
+    unit = np.sort(unit, axis=1)
+    s = rows.reshape(k + r, -1)
+    s[:k].sort(axis=1)
+    if r:
+        np.maximum(s[list(relu_of)], 0, out=s[k:])
+        unit = np.concatenate([unit, np.maximum(unit[list(relu_of)], 0)])
+    return s, unit
+
+
+def summarize_sorted(s: np.ndarray, unit: np.ndarray, edges: Sequence[np.ndarray]) -> list[TapStats]:
+    """The :class:`TapStats` of each row of the row-sorted ``s`` (k, m), with ``unit`` (k, u) the
+    sorted values of its unit 0 and ``edges[i]`` row i's histogram edges.
+
+    Each statistic is one numpy call for all rows rather than one per row: a snapshot summarises
+    ~6 tensors of 6,400 values, and numpy's per-call overhead, not the arithmetic, was most of its
+    cost. Rows need not come from a sort of their own: a ReLU's output, sorted, is the ReLU of its
+    sorted input (see :mod:`bnviz.recorder`).
+    """
+    k, m = s.shape
     start, n = _finite_block(s)
-    finite = s.astype(np.float64) if (n == s.shape[1]).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)
-    total = finite.sum(axis=1).tolist()
-    squares = np.einsum("ij,ij->i", finite, finite).tolist()
+    finite = s.astype(np.float64) if (n == m).all() else np.where(np.isfinite(s), s, 0).astype(np.float64)
+    total = finite.sum(axis=1)
+    squares = np.einsum("ij,ij->i", finite, finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, total / n, np.nan)
+        std = np.where(n > 0, np.sqrt(np.maximum(squares / n - mean * mean, 0.0)), np.nan)
     percentiles = _sorted_percentiles(s, start, n)
-    # Unit (channel) 0 alone, across the batch and any spatial positions.
-    unit = np.sort((x[:, :, 0] if x.ndim > 2 else x).reshape(k, -1), axis=1)
     unit_percentiles = _sorted_percentiles(unit, *_finite_block(unit))
-    out = []
-    for i, (row, first, m) in enumerate(zip(s, start.tolist(), n.tolist())):
-        # Bin j holds [e_j, e_j+1), the last bin is closed: counts from where the edges fall in
-        # the sorted values (-inf sorts first, so it is taken off "below"; NaN and +inf sort
-        # last). The exact zeros (dead ReLUs) are found the same way.
-        queries, bins = _queries(per_tensor[i], s.dtype)
-        left = row.searchsorted(queries) - first
-        last, zero_start, zero_end = left[bins:].tolist()
-        counts = np.empty(bins, dtype=np.int32)
-        counts[:-1] = left[1:bins] - left[:bins - 1]
-        counts[-1] = last - left[bins - 1]
-        if m:
-            mean = total[i] / m
-            std = math.sqrt(max(squares[i] / m - mean * mean, 0.0))
-        else:
-            mean = std = math.nan
-        out.append(TapStats(counts=counts, below=int(left[0]), above=m - last, nonfinite=s.shape[1] - m,
-                            percentiles=percentiles[i], unit_percentiles=unit_percentiles[i], mean=mean, std=std,
-                            zero_frac=(zero_end - zero_start) / m if m else math.nan, n=m))
-    return out
+    # Bin j holds [e_j, e_j+1), the last bin is closed: counts from where the edges fall in the
+    # sorted values (-inf sorts first, so it is taken off "below"; NaN and +inf sort last). The
+    # exact zeros (dead ReLUs) are found the same way. Rows that share edges are done together.
+    by_edges: dict[int, list[int]] = {}
+    for i, e in enumerate(edges):
+        by_edges.setdefault(id(e), []).append(i)
+    counts: list[np.ndarray] = [None] * k  # type: ignore[list-item]
+    below, last, zeros = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k, np.int64)
+    for rows in by_edges.values():
+        queries, bins = _queries(edges[rows[0]], s.dtype)
+        left = np.stack([s[i].searchsorted(queries) for i in rows]) - start[rows, None]
+        c = np.diff(left[:, :bins + 1], axis=1).astype(np.int32)   # left[bins]: values <= the last edge
+        for j, i in enumerate(rows):
+            counts[i] = c[j]
+        below[rows], last[rows] = left[:, 0], left[:, bins]
+        zeros[rows] = left[:, bins + 2] - left[:, bins + 1]
+    above, nonfinite = n - last, m - n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zero_frac = np.where(n > 0, zeros / np.maximum(n, 1), np.nan)
+    return [TapStats(counts=counts[i], below=b, above=a, nonfinite=nf, percentiles=percentiles[i],
+                     unit_percentiles=unit_percentiles[i], mean=mu, std=sd, zero_frac=z, n=size)
+            for i, (b, a, nf, mu, sd, z, size) in enumerate(zip(
+                below.tolist(), above.tolist(), nonfinite.tolist(), mean.tolist(), std.tolist(),
+                zero_frac.tolist(), n.tolist()))]
 
 
 _QUERIES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, int]] = {}

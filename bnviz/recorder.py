@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from .norms import BatchNorm as ReferenceBatchNorm
-from .record import LayerInfo, NormStats, Snapshot, TapStats, tap_stats_many
+from .record import LayerInfo, NormStats, Snapshot, TapStats, sorted_rows, summarize_sorted
 
 # Activation modules the recorder pairs with a norm layer: the nonlinearities torch ships as modules.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -178,6 +178,14 @@ def _inplace(act: nn.Module) -> bool:
     return bool(getattr(act, "inplace", False))
 
 
+def _relu_only(act: nn.Module) -> bool:
+    """Whether ``act`` is exactly ``nn.ReLU``: elementwise and non-decreasing, so its output,
+    sorted, is the ReLU of its sorted input, and the recorder can summarise it from the sort of
+    the norm output it already has instead of copying and sorting it too. (A subclass could
+    compute anything: only the type itself counts.)"""
+    return type(act) is nn.ReLU
+
+
 def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
     return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
@@ -195,10 +203,13 @@ class _LayerHooks:
         self.recorder = recorder
         self.spec = spec
         self.act_inplace = spec.act is not None and _inplace(spec.act)
+        self.act_relu = spec.act is not None and _relu_only(spec.act)
         self.reset()
 
     def reset(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        # Taps whose values are the ReLU of another tap's copy (tap -> that tap), not copied.
+        self.relu_of: dict[str, str] = {}
         # The tensors the copies were taken of, kept alive until collect: a tensor's identity
         # (its storage address) can only be compared with one that cannot have been freed and
         # its memory handed to another.
@@ -215,6 +226,17 @@ class _LayerHooks:
     def seen(self) -> bool:
         return bool(self.tensors) or self.vectors is not None
 
+    def values(self) -> dict[str, torch.Tensor]:
+        """Every tap's tensor, the ReLU-derived ones computed (one tensor object per source, so
+        a tensor seen at two taps is still one object)."""
+        out = dict(self.tensors)
+        made: dict[str, torch.Tensor] = {}
+        for tap, source in self.relu_of.items():
+            if source not in made:
+                made[source] = torch.relu(self.tensors[source])
+            out[tap] = made[source]
+        return out
+
     def norm_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         if self.vectors is not None or not self.recorder.active() or not inputs:
             return
@@ -223,7 +245,8 @@ class _LayerHooks:
             return
         self.count = _per_channel(module, x)[1]
         self.samples = int(x.shape[0]) if x.dim() > 1 else 1
-        self.tensors["norm_input"] = x.detach().clone()
+        if self.recorder.batch_stats:
+            self.tensors["norm_input"] = x.detach().clone()
         self.tensors["norm_output"] = output.detach().clone()
         self.originals["norm_output"] = output
         buffers, params = module._buffers, module._parameters
@@ -273,14 +296,21 @@ class _LayerHooks:
         if not self.act_pending or not isinstance(output, torch.Tensor):
             return
         self.act_pending = False
-        self.tensors["post_activation"] = output.detach().clone()
+        if self.act_relu and "norm_output" in self.tensors and self.tensors["pre_activation"] is self.tensors["norm_output"]:
+            self.relu_of["post_activation"] = "norm_output"
+        else:
+            self.tensors["post_activation"] = output.detach().clone()
         self.originals["post_activation"] = output
 
     def out_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        if "output" in self.tensors or not self.recorder.active() or not isinstance(output, torch.Tensor):
+        if "output" in self.tensors or "output" in self.relu_of or not self.recorder.active() \
+                or not isinstance(output, torch.Tensor):
             return
         if _same(output, self.originals.get("post_activation")):  # nothing ran in between
-            self.tensors["output"] = self.tensors["post_activation"]
+            if "post_activation" in self.relu_of:
+                self.relu_of["output"] = self.relu_of["post_activation"]
+            else:
+                self.tensors["output"] = self.tensors["post_activation"]
         else:
             self.tensors["output"] = output.detach().clone()
 
@@ -295,12 +325,16 @@ class Recorder:
     :meth:`collect` from what that step saw (see :func:`choose_edges`) and fixed from then on, so
     every step's histograms of a run are comparable. ``any_mode``: also record a forward made in
     eval mode (by default only a training-mode forward of the root module counts: a validation
-    pass between two steps is not "the training forward of step s").
+    pass between two steps is not "the training forward of step s"). ``batch_stats=False``: leave
+    the per-channel batch mean and variance out of the snapshot's NormStats (None there), for a
+    caller that has them already (:func:`bnviz.train.train` reads them from BN's own buffers).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerSpec] | None = None,
-                 edges: Mapping[str, np.ndarray] | None = None, *, any_mode: bool = False):
+                 edges: Mapping[str, np.ndarray] | None = None, *, any_mode: bool = False,
+                 batch_stats: bool = True):
         self.model = unwrap(model)
+        self.batch_stats = batch_stats
         self.layers: list[LayerSpec] = list(layers) if layers is not None else find_layers(self.model)
         self.edges: dict[str, np.ndarray] | None = _shared(edges) if edges is not None else None
         self.any_mode = any_mode
@@ -346,7 +380,7 @@ class Recorder:
     def tensors(self) -> list[dict[str, torch.Tensor]]:
         """The copies of the armed forward pass, one dict per layer (tap name -> tensor), for
         experiments that need the values themselves. Call it before :meth:`collect`."""
-        return [dict(h.tensors) for h in self._hooks]
+        return [h.values() for h in self._hooks]
 
     def layer_infos(self) -> list[LayerInfo]:
         return [layer_info(spec) for spec in self.layers]
@@ -365,25 +399,43 @@ class Recorder:
         return snap
 
     def _tap_stats(self, caps: Sequence[_LayerHooks]) -> dict[tuple[int, str], TapStats]:
-        # A tensor seen at two taps (BN's output is the activation's input) is summarised once,
-        # and tensors of one shape (every layer of an MLP) are summarised in one numpy pass.
-        groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray]]] = {}
+        # A tensor seen at two taps (BN's output is the activation's input) is summarised once;
+        # tensors of one shape (every layer of an MLP) are sorted and summarised in one numpy
+        # pass; a ReLU's output is not sorted at all: it is the ReLU of its sorted input.
+        groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray, bool]]] = {}
         places: dict[tuple[int, str], tuple[tuple, tuple]] = {}
         assert self.edges is not None
         for i, cap in enumerate(caps):
-            for tap, tensor in cap.tensors.items():
-                if tap not in HISTOGRAM_TAPS or tap not in self.edges:
+            for tap in HISTOGRAM_TAPS:
+                if tap not in self.edges:
+                    continue
+                relu = tap in cap.relu_of
+                tensor = cap.tensors[cap.relu_of[tap]] if relu else cap.tensors.get(tap)
+                if tensor is None:
                     continue
                 edges = self.edges[tap]
                 group = (tuple(tensor.shape), tensor.dtype)
-                same = (id(tensor), id(edges))
-                groups.setdefault(group, {}).setdefault(same, (tensor, edges))
+                same = (id(tensor), id(edges), relu)
+                groups.setdefault(group, {}).setdefault(same, (tensor, edges, relu))
                 places[(i, tap)] = (group, same)
         summaries = {}
         for group, members in groups.items():
-            tensors, edges = zip(*members.values())
-            for same, stats in zip(members, tap_stats_many([t.float() for t in tensors], list(edges))):
-                summaries[(group, same)] = stats
+            sources: dict[int, int] = {}
+            tensors = []
+            for tensor, _, _ in members.values():
+                if sources.setdefault(id(tensor), len(tensors)) == len(tensors):
+                    tensors.append(tensor.float())
+            direct = [key for key, (_, _, relu) in members.items() if not relu]
+            derived = [key for key, (_, _, relu) in members.items() if relu]
+            # Rows in the order sorted_rows returns them: the sorted tensors, then the ReLUs.
+            order = [sources[id(members[key][0])] for key in direct]
+            s, unit = sorted_rows(tensors, [sources[id(members[key][0])] for key in derived])
+            if order != list(range(len(tensors))):   # a tensor seen with two edges, or only as a ReLU's input
+                pick = np.array(order + list(range(len(tensors), len(s))))
+                s, unit = s[pick], unit[pick]
+            keys = direct + derived
+            for key, stats in zip(keys, summarize_sorted(s, unit, [members[key][1] for key in keys])):
+                summaries[(group, key)] = stats
         return {place: summaries[key] for place, key in places.items()}
 
     def _norm_stats(self, caps: Sequence[_LayerHooks]) -> dict[int, NormStats]:
@@ -444,7 +496,7 @@ def choose_edges(caps: Iterable[_LayerHooks], bins: int = 160) -> dict[str, np.n
     """
     seen: dict[str, dict[int, torch.Tensor]] = {}
     for cap in caps:
-        for tap, t in cap.tensors.items():
+        for tap, t in cap.values().items():
             if tap in HISTOGRAM_TAPS and t.numel():
                 seen.setdefault(tap, {})[id(t)] = t      # a tensor seen at two taps counts once
     edges = {}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import math
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+import copy
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,7 +24,8 @@ from . import optim
 from .config import Config, check
 from .data import Dataset, batches, load
 from .models import Net, accuracy, build, loss_fn
-from .record import TAPS, EvalPoint, History, bin_edges, new_history
+from .batch_trace import BatchTrace, load_running
+from .record import TAPS, EvalPoint, History, Snapshot, Thinned, bin_edges, new_history
 from .recorder import Recorder
 
 # Called after every evaluation, the one before the first update included, with (updates done,
@@ -39,6 +41,10 @@ class Run:
     history: History
     model: Net | None       # final weights in eval mode; None for a run stopped before the end
     dataset: Dataset | None
+    # For :func:`with_momentum`: every step's BN batch statistics, and the weights at each
+    # evaluation the history keeps (eval mode is the one thing momentum changes).
+    trace: BatchTrace | None = None
+    eval_weights: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def make_optimizer(config: Config, model: nn.Module) -> optim.Sgd | optim.Adam:
@@ -259,29 +265,61 @@ class LoopEnd:
     stopped_at: int | None = None
 
 
+def micro_batch_slices(n: int, micro_batches: int) -> list[slice]:
+    """``micro_batches`` consecutive slices of ``range(n)``, as equal as possible."""
+    if not 1 <= micro_batches <= n:
+        raise ValueError(f"cannot cut a batch of {n} into {micro_batches} micro-batches")
+    bounds = [round(i * n / micro_batches) for i in range(micro_batches + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _accumulate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of each micro-batch, gradients summed: the batch's logits and its mean
+    loss (a value, without graph)."""
+    logits, total = [], 0.0
+    for part in micro_batch_slices(len(x), micro_batches):
+        out = model(x[part])
+        loss = loss_fn(out, y[part]) * ((part.stop - part.start) / len(x))
+        loss.backward()
+        logits.append(out.detach())
+        total += loss.item()
+    return torch.cat(logits), torch.tensor(total)
+
+
 def run_loop(model: nn.Module, optimizer: optim.Sgd | optim.Adam, stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
-             steps: int, callbacks: Sequence[Callback] = ()) -> LoopEnd:
+             steps: int, callbacks: Sequence[Callback] = (), micro_batches: int = 1) -> LoopEnd:
     """The training loop every bnviz run goes through: ``steps`` times forward, cross-entropy,
     backward, update, with ``callbacks`` told at each moment (see :class:`Callback`).
 
     A NaN/inf loss stops training before its update (``diverged_at``). The model is put in
     training mode first; a callback's ``before_step`` may set modes per step (fine-tuning with
     frozen BN keeps BN in eval mode).
+
+    ``micro_batches`` k > 1: gradient accumulation. Each batch is cut into k consecutive
+    micro-batches (:func:`micro_batch_slices`), each gets its own forward and backward pass with
+    its loss weighted by its share of the batch, and one update follows: the gradient of the
+    batch's mean loss, except that BN sees (normalizes by, and updates its running statistics
+    with) one micro-batch at a time. Callbacks see the whole batch, its logits and mean loss.
     """
     model.train()
     for step in range(steps):
         xb, yb = next(stream)
         for cb in callbacks:
             cb.before_step(step, model, xb, yb)
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
+        if micro_batches == 1:
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            logits, loss = _accumulate(model, xb, yb, micro_batches)
         value = loss.item()
         for cb in callbacks:
             cb.after_forward(step, logits, value, yb)
         if not math.isfinite(value):
             return LoopEnd(done=step, diverged_at=step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if micro_batches == 1:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         stop = False
         for cb in callbacks:
@@ -293,12 +331,15 @@ def run_loop(model: nn.Module, optimizer: optim.Sgd | optim.Adam, stream: Iterat
 
 class _Recording(Callback):
     """What :func:`train` keeps: snapshots by the recorder at the history's cadence, the loss
-    curve, and evaluations with the progress callback."""
+    curve, evaluations with the progress callback, and with a BN trace every step's batch
+    statistics (the snapshots' batch and running statistics then come from it)."""
 
     def __init__(self, config: Config, recorder: Recorder | None, history: History, data: Dataset,
-                 model: Net, progress: ProgressFn | None):
+                 model: Net, progress: ProgressFn | None, trace: BatchTrace | None = None):
         self.config, self.recorder, self.history, self.data = config, recorder, history, data
-        self.model, self.progress = model, progress
+        self.model, self.progress, self.trace = model, progress, trace
+        self.replay = trace.replay(config.momentum) if trace is not None else None
+        self.eval_weights: dict[int, dict[str, torch.Tensor]] = {}
         self.last = config.steps - 1
 
     def before_step(self, step, model, x, y):
@@ -306,9 +347,13 @@ class _Recording(Callback):
             self.recorder.arm()
 
     def after_forward(self, step, logits, loss, y):
+        if self.trace is not None:
+            self.trace.capture(step)
         if self.recorder is not None and self.recorder.armed:
             snap = self.recorder.collect(step)
             if snap is not None:
+                if self.trace is not None:
+                    snap = _traced_norm_stats(snap, self.trace, self.replay.at(step))
                 self.history.snapshots.add(step, snap)
         # Only steps the thinned series still wants: adding every step would halve its
         # resolution again at every step once it is full.
@@ -318,10 +363,38 @@ class _Recording(Callback):
     def after_step(self, step, model, loss):
         done = step + 1
         if self.recorder is not None and (self.history.evals.due(done) or done == self.config.steps):
-            self.history.evals.add(done, evaluate(self.model, self.data, self.config, done))
+            self.evaluate(done)
             if self.progress is not None and self.progress(done, self.config.steps, self.history) is False:
                 return False
         return None
+
+    def evaluate(self, done: int) -> None:
+        """Evaluate after ``done`` updates (BN by the running statistics of the config's momentum)."""
+        running = self.replay.at(done - 1) if self.replay is not None else None
+        with self.trace.running_buffers(running) if running is not None else nullcontext():
+            self.history.evals.add(done, evaluate(self.model, self.data, self.config, done))
+        if self.trace is not None:
+            self.eval_weights[done] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            kept = set(self.history.evals.steps)
+            self.eval_weights = {s: w for s, w in self.eval_weights.items() if s in kept}
+
+    def finish(self) -> None:
+        if self.trace is not None and self.trace.done:
+            self.trace.finish(self.replay.at(self.trace.done - 1))
+
+
+def _traced_norm_stats(snap: Snapshot, trace: BatchTrace, running: dict[int, tuple[np.ndarray, np.ndarray]]) -> Snapshot:
+    """``snap`` with each traced layer's batch statistics (the biased variance BN normalizes
+    with, from the trace's unbiased one) and running statistics (of the config's momentum)."""
+    batch = trace.batch_stats(trace.done - 1)
+    norms = dict(snap.norms)
+    for i, stats in snap.norms.items():
+        if i in batch:
+            mean, unbiased = batch[i]
+            n = stats.count
+            var = (unbiased.astype(np.float64) * ((n - 1) / n)).astype(np.float32) if n > 1 else np.zeros_like(unbiased)
+            norms[i] = replace(stats, batch_mean=mean, batch_var=var, running_mean=running[i][0], running_var=running[i][1])
+    return Snapshot(step=snap.step, taps=snap.taps, norms=norms)
 
 
 def build_for(config: Config, data: Dataset, model: nn.Module | None = None
@@ -354,21 +427,71 @@ def train(config: Config, progress: ProgressFn | None = None, *, dataset: Datase
     data = dataset if dataset is not None else load(config)
     model, optimizer, stream = build_for(config, data)
     history = new_history(config, model.layer_names, {tap: bin_edges(tap, config) for tap in TAPS})
-    recorder = Recorder(model, model.recorded_layers(), history.edges) if record else None
+    trace = BatchTrace.start(model.batchnorms(), config.steps) if record else None
+    recorder = Recorder(model, model.recorded_layers(), history.edges, batch_stats=trace is None) if record else None
+    recording = _Recording(config, recorder, history, data, model, progress, trace)
     steps = config.steps
     if record:
-        history.evals.add(0, evaluate(model, data, config, 0))
+        recording.evaluate(0)
         # Called before the first update too: a live chart can show the starting point while the
         # first steps train, instead of appearing only after the first eval_every steps.
         if progress is not None and progress(0, config.steps, history) is False:
             history.stopped_at = steps = 0
-    end = run_loop(model, optimizer, stream, steps, [_Recording(config, recorder, history, data, model, progress)])
+    end = run_loop(model, optimizer, stream, steps, [recording])
+    recording.finish()
     history.diverged_at = end.diverged_at
     if end.stopped_at is not None:
         history.stopped_at = end.stopped_at
     model.eval()
     history.elapsed_s = time.perf_counter() - started
-    return Run(config=config, history=history, model=model, dataset=data)
+    return Run(config=config, history=history, model=model, dataset=data,
+               trace=trace if trace is not None and trace.done else None, eval_weights=recording.eval_weights)
+
+
+def with_momentum(run: Run, momentum: float | None) -> Run | None:
+    """The run ``run.config`` with BN momentum ``momentum`` makes, derived from ``run``'s batch
+    trace without training: the same weights, losses and training-mode activations (momentum
+    never enters a training-mode forward pass), the running statistics of every snapshot and of
+    the final model replayed for ``momentum``, and every evaluation redone with them.
+
+    None when ``run`` cannot be derived from (recorded without a trace: no BN, a trace too large,
+    or a run that was not recorded).
+    """
+    trace, model, data = run.trace, run.model, run.dataset
+    if trace is None or model is None or data is None:
+        return None
+    config = run.config.replace(momentum=momentum)
+    old = run.history
+    replay = trace.replay(momentum)
+    snapshots = Thinned(cap=old.snapshots.cap, stride=old.snapshots.stride)
+    for step, snap in zip(old.snapshots.steps, old.snapshots.items):
+        running = replay.at(step)
+        norms = {i: replace(ns, running_mean=running[i][0], running_var=running[i][1]) if i in running else ns
+                 for i, ns in snap.norms.items()}
+        snapshots.steps.append(step)
+        snapshots.items.append(Snapshot(step=step, taps=snap.taps, norms=norms))
+    derived = copy.deepcopy(model)
+    norms = dict(derived.batchnorms())
+    evals = Thinned(cap=old.evals.cap, stride=old.evals.stride)
+    replay = trace.replay(momentum)
+    with torch.no_grad():
+        for step in old.evals.steps:
+            if step not in run.eval_weights:
+                return None
+            derived.load_state_dict(run.eval_weights[step])
+            load_running(norms, replay.at(step - 1))
+            evals.steps.append(step)
+            evals.items.append(evaluate(derived, data, config, step))
+        derived.load_state_dict(model.state_dict())
+        load_running(norms, replay.at(trace.done - 1))
+    for m in norms.values():
+        m.momentum = momentum
+    derived.eval()
+    history = History(config=config, layer_names=old.layer_names, edges=old.edges, snapshots=snapshots,
+                      losses=old.losses, evals=evals, diverged_at=old.diverged_at, stopped_at=old.stopped_at,
+                      elapsed_s=old.elapsed_s)
+    return Run(config=config, history=history, model=derived, dataset=data, trace=trace, eval_weights=run.eval_weights)
+
 
 
 # ----------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPT
 from .data import DataNotFoundError, DataFormatError
 from .record import History
 from .seeds import MAX_SEEDS
-from .train import Run
+from .train import Run, with_momentum
 
 log = logging.getLogger("bnviz")
 
@@ -817,6 +817,7 @@ class RunStore:
     def __init__(self, capacity: int = 96):
         self.capacity = capacity
         self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._traced: dict[str, str] = {}   # training key -> key of a stored run with a batch trace
         self._lock = threading.Lock()
 
     @staticmethod
@@ -824,18 +825,34 @@ class RunStore:
         return json.dumps(asdict(config), sort_keys=True)
 
     def get(self, config: Config) -> Run | None:
+        """The stored run of ``config``; or, when only the same training with another BN momentum
+        is stored, that run with ``config``'s momentum derived from its batch statistics
+        (:func:`bnviz.train.with_momentum`: milliseconds, no training; momentum never changes
+        training itself)."""
         with self._lock:
             run = self._runs.get(self.key(config))
             if run is not None:
                 self._runs.move_to_end(self.key(config))
-            return run
+                return run
+            traced = self._traced.get(self.training_key(config)) if isinstance(config, Config) else None
+            source = self._runs.get(traced) if traced is not None else None
+        derived = with_momentum(source, config.momentum) if source is not None else None
+        if derived is not None:
+            self.put(config, derived)
+        return derived
 
     def put(self, config: Config, run: Run) -> None:
         with self._lock:
             self._runs[self.key(config)] = run
             self._runs.move_to_end(self.key(config))
+            if isinstance(config, Config) and getattr(run, "trace", None) is not None:
+                self._traced[self.training_key(config)] = self.key(config)
             while len(self._runs) > self.capacity:
                 self._runs.popitem(last=False)
+
+    def training_key(self, config: Config) -> str:
+        """What training depends on: the config but its BN momentum."""
+        return self.key(config.replace(momentum=0.1))
 
     def __len__(self) -> int:
         return len(self._runs)
