@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["BatchNorm", "NORM_KINDS", "make_norm", "is_batchnorm", "groupnorm_groups"]
+__all__ = ["BatchNorm", "NORM_KINDS", "make_norm", "is_batchnorm", "groupnorm_groups", "DyT"]
 
 NORM_KINDS = ("batchnorm", "reference", "layernorm", "groupnorm", "none")
 # Values per group of a GroupNorm over flat (N, C) features: 64 units give 4 groups of 16.
@@ -517,3 +517,33 @@ def make_norm(
 def is_batchnorm(module: object) -> bool:
     """True for torch's BatchNorm layers (any ``_BatchNorm`` subclass) and our :class:`BatchNorm`."""
     return isinstance(module, (_BatchNorm, BatchNorm))
+
+
+class DyT(nn.Module):
+    r"""Dynamic Tanh (Zhu, Chen, He, LeCun & Liu, 2025, *Transformers without Normalization*): an
+    element-wise stand-in for LayerNorm in transformers,
+
+    .. math::
+
+        \mathrm{DyT}(x) = \gamma \odot \tanh(\alpha x) + \beta
+
+    with one learned scalar :math:`\alpha` (initialized to ``alpha_init`` = 0.5) and per-feature
+    :math:`\gamma` (``weight``, ones) and :math:`\beta` (``bias``, zeros) of size ``num_features``
+    over the last axis. It computes no statistic: the S-shape of ``tanh`` imitates what LayerNorm
+    does to the extreme values of a token (squashes them), without looking at the other values.
+
+    Shape: input ``(*, num_features)``, output the same.
+    """
+
+    def __init__(self, num_features: int, alpha_init: float = 0.5):
+        super().__init__()
+        self.num_features = num_features
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.alpha * x) * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, alpha={self.alpha.item():g}"

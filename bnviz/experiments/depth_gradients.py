@@ -76,20 +76,22 @@ def deep_mlp(kind: str, depth: int, in_features: int, width: int, n_classes: int
     return cls(blocks, head, [f"layer {i + 1}" for i in range(depth)], flatten_input=True)
 
 
-def layer_gradient_norms(model: Net) -> np.ndarray:
-    """||dL/dW_l||_F of every block's weight (l = 1 .. depth), from the gradients in ``.grad``."""
-    with torch.no_grad():
-        return np.array([b.weight.weight.grad.norm().item() for b in model.blocks])
+def block_weights(model: Net) -> list[torch.Tensor]:
+    """Every block's weight matrix W_l, l = 1 .. depth."""
+    return [b.weight.weight for b in model.blocks]
 
 
-class _GradientNorms(Callback):
-    """After each update, the gradient norms of that step's batch at the weights before it."""
+class GradientNorms(Callback):
+    """After each update, the gradient norms of that step's batch at the weights before it:
+    ``||dL/dW||_F`` of each tensor ``weights(model)`` lists."""
 
-    def __init__(self) -> None:
+    def __init__(self, weights: Callable[[nn.Module], list[torch.Tensor]] = block_weights) -> None:
+        self.weights = weights
         self.norms: list[np.ndarray] = []
 
     def after_step(self, step, model, loss):
-        self.norms.append(layer_gradient_norms(model))
+        with torch.no_grad():
+            self.norms.append(np.array([w.grad.norm().item() for w in self.weights(model)]))
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def train_kind(config: Config, kind: str, depth: int, progress: Callable[[int, i
     data = load(config)
     model = deep_mlp(kind, depth, data.n_features, config.width, data.n_classes,
                      torch.Generator().manual_seed(config.seed))
-    reading = _GradientNorms()
+    reading = GradientNorms()
     curves, _ = train_steps(config, dataset=data, model=model, callbacks=[reading], progress=progress)
     return GradientRun(label=KINDS[kind], norms=np.array(reading.norms), curves=curves)
 

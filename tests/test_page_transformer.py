@@ -1,0 +1,41 @@
+"""The Transformers page (AppTest): four figures, controls, bad input."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages/13_Transformers.py")
+
+
+def page(**query) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.query_params.update({"steps": "100", "layers": "2", **query})
+    return at
+
+
+@pytest.mark.timeout(900)
+def test_figures_metrics_and_controls():
+    at = page().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 4
+    labels = [m.label for m in at.metric]
+    assert "test accuracy, Post-LN, warm-up" in labels and "last / first layer, Pre-LN" in labels
+    at.select_slider(key="transformer.view.shift").set_value(10.0).run()
+    assert not at.exception and at.query_params["shift"] == "10.0"
+    at.selectbox(key="transformer.view.norm_layer").set_value("blocks.1.norm2").run()
+    at.selectbox(key="transformer.view.source").set_value("Post-LN, no warm-up").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 4
+    assert at.query_params["source"] == "Post-LN, no warm-up"
+
+
+@pytest.mark.timeout(900)
+def test_bad_input_is_explained():
+    at = page(layers="abc", warmup="7", source="nonsense", scale="x").run()
+    assert not at.exception and not at.error
+    warning = " ".join(w.value for w in at.warning)
+    assert "layers" in warning and "warmup" in warning
+    assert at.session_state["transformer.view.warmup"] == 10
+    assert at.session_state["transformer.view.source"] in ("Post-LN, no warm-up", "Pre-LN, no warm-up",
+                                                            "Post-LN, warm-up", "Pre-LN, warm-up")
+    assert len(at.get("plotly_chart")) == 4
