@@ -268,11 +268,17 @@ def frames(anim: HistogramAnimation, *, size: tuple[int, int] = SIZE, presentati
 
 
 # ----- encoding -----------------------------------------------------------------------------------
+def _some_frames(anim: HistogramAnimation, size: tuple[int, int], presentation: bool) -> list[Image.Image]:
+    if not anim.steps:
+        raise ValueError("nothing to animate: the runs have no recorded step yet")
+    return frames(anim, size=size, presentation=presentation)
+
+
 def gif(anim: HistogramAnimation, *, size: tuple[int, int] = SIZE, presentation: bool = False,
         fps: float = FPS, hold_s: float = HOLD_S) -> bytes:
     """An animated GIF, one frame per step of ``anim`` at ``fps``, looping, the last frame held
     ``hold_s`` seconds."""
-    images = frames(anim, size=size, presentation=presentation)
+    images = _some_frames(anim, size, presentation)
     # One palette for all frames (from the frame with the most bars' colours: the last), so a
     # colour never flickers between frames; the figure uses far fewer than its 256 colours.
     palette = images[-1].quantize(colors=256, method=0)
@@ -305,7 +311,7 @@ def mp4(anim: HistogramAnimation, *, size: tuple[int, int] = SIZE, presentation:
     except ImportError as exc:
         raise EncoderUnavailable("MP4 export needs the imageio-ffmpeg package (pip install imageio-ffmpeg), "
                                  "which ships an ffmpeg binary; the GIF needs nothing more.") from exc
-    images = frames(anim, size=size, presentation=presentation)
+    images = _some_frames(anim, size, presentation)
     with tempfile.TemporaryDirectory(prefix="bnviz-mp4-") as folder:
         path = os.path.join(folder, "animation.mp4")
         # macro_block_size=2: keep the size (ffmpeg's default of 16 would rescale 540 to 544 rows);

@@ -447,7 +447,10 @@ def presentation(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go.Figure
     _make_room(layout, scale)
     if template is not None:
         layout["template"] = template
-    return go.Figure(spec)
+    # Not validated again: every value came from a validated figure, and only numbers and layout
+    # keys plotly.js documents were changed (the tests render the result). Validating would take
+    # 20-140 ms a figure (the template above all), on every page run with Presentation on.
+    return go.Figure(spec, _validate=False)
 
 
 def modebar_config(filename: str, scale: float = 2) -> dict[str, Any]:

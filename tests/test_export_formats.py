@@ -228,6 +228,9 @@ def test_frames_of_runs_that_ended_early_or_lack_the_tap_say_so():
     missing = animate.histogram_animation({"long": long}, "norm_output")
     assert missing.runs == () and missing.absent == ("long",)
     assert len(animate.frames(missing)) == 4                 # still frames: empty panels, and a note
+    nothing = new_history(Config(), ["layer 1"], {TAP: EDGES})
+    with pytest.raises(ValueError, match="no recorded step"):
+        animate.gif(animate.histogram_animation({"stopped at once": nothing}, TAP))
 
 
 @pytest.mark.timeout(300)
