@@ -58,10 +58,10 @@ with ui.guard():
         col.metric(f"{mode}, {b} per device", f"{result.accuracy(dp.Variant(mode, b)):.1%}",
                    help=f"Eval-mode test accuracy of rank 0 after training, global batch {processes * b}.")
     page.chart(figs.batch_statistics(result, b), "batch statistics per process",
-               caption="Per-channel mean of the first BN layer's input at the last recorded step, as each process's "
-                       "recorder (bnviz.recorder, in that process) saw it: with plain BN the mean of its own "
-                       f"{b} samples, with synchronized BN the mean of all {processes * b}, which BN normalizes by "
-                       "(the points coincide).")
+               caption="Per-channel mean of the first BN layer's input at the last recorded step, over each "
+                       f"process's own {b} samples, as the recorder (bnviz.recorder, running in that process) saw "
+                       "it. Plain BN normalizes each process by these; synchronized BN normalizes every process by "
+                       f"the mean of all {processes * b} samples (black bars: the average of the processes' means).")
     page.view_value("channel", 0, options=view.OPTIONS["channel"])
 
     def channel_control() -> None:

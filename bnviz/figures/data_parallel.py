@@ -30,21 +30,28 @@ def accuracy_by_per_device(study: Study) -> go.Figure:
 
 
 def batch_statistics(study: Study, per_device: int) -> go.Figure:
-    """Each process's per-channel batch mean of the first BN layer's input at the last recorded
-    step: plain BN (each its own per-device batch) vs synchronized BN (one global batch)."""
+    """Per channel of the first BN layer's input at the last recorded step: each process's mean
+    over its own per-device batch (as its recorder saw it) and the mean each normalizes by. Plain
+    BN normalizes by its own; synchronized BN by the global one, the average of the processes'
+    means (every per-device batch has ``per_device`` samples)."""
     fig = subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=MODES)
+    symbols = ("circle", "diamond", "square", "x")
     for col, mode in enumerate(MODES, start=1):
-        records = study.per_rank(Variant(mode, per_device))
+        records = [r for r in study.per_rank(Variant(mode, per_device)) if len(r.steps)]
         for rank, rec in enumerate(records):
-            if not len(rec.steps):
-                continue
             means = rec.batch_mean[-1][:SHOWN_CHANNELS]
-            fig.add_scatter(x=np.arange(len(means)), y=means, mode="markers", name=f"process {rank}",
+            fig.add_scatter(x=np.arange(len(means)), y=means, mode="markers", name=f"process {rank}: its own batch",
                             legendgroup=f"rank{rank}", showlegend=col == 1,
-                            marker=dict(color=color(rank), size=9 - 2 * rank, symbol=["circle", "diamond",
-                                                                                       "square", "x"][rank % 4]),
-                            row=1, col=col, hovertemplate=f"process {rank}<br>channel %{{x}}<br>batch mean %{{y:.4g}}"
-                                                          f"<extra>step {int(rec.steps[-1])}</extra>")
+                            marker=dict(color=color(rank), size=9, symbol=symbols[rank % 4], opacity=0.8),
+                            row=1, col=col, hovertemplate=f"process {rank}<br>channel %{{x}}<br>mean %{{y:.4g}}"
+                                                          f"<extra>its {per_device} samples, step {int(rec.steps[-1])}</extra>")
+        if mode == "synchronized BN" and records:
+            shared = np.mean([r.batch_mean[-1][:SHOWN_CHANNELS] for r in records], axis=0)
+            fig.add_scatter(x=np.arange(len(shared)), y=shared, mode="markers", row=1, col=col,
+                            name="synchronized BN normalizes by: the global batch",
+                            marker=dict(color="black", size=16, symbol="line-ew-open", line=dict(width=3)),
+                            hovertemplate="channel %{x}<br>global mean %{y:.4g}"
+                                          f"<extra>all {len(records) * per_device} samples</extra>")
     fig.update_xaxes(title_text=f"channel of the first BN layer (first {SHOWN_CHANNELS})")
     fig.update_yaxes(title_text="batch mean of the BN input", row=1, col=1)
     return styled(fig, f"The statistics each process normalizes by ({per_device} per device)")
