@@ -70,6 +70,9 @@ with ui.guard():
 
     @page.part(controls=channel_control)
     def running(channel: int) -> None:
+        if channel >= config.width:
+            st.info(f"The first BN layer has {config.width} channels (0 to {config.width - 1}); channel {channel} "
+                    "does not exist, so nothing is drawn. Choose a lower channel.")
         page.chart(figs.running_statistics(result, b, channel), "running statistics per process",
                    caption="Running mean of one channel of the first BN layer in each process, recorded right after "
                            "the forward pass of every 5th step (after its update). broadcast_buffers=True (DDP's "

@@ -22,7 +22,10 @@ def test_accuracy(runs: Sequence[AccumulationRun]) -> go.Figure:
                         hovertemplate=f"{run.label}<br>step %{{x}}<br>test accuracy %{{y:.1%}}<extra>eval mode</extra>")
     fig.update_xaxes(title_text="step (weight updates)")
     fig.update_yaxes(title_text="test accuracy (eval mode)", tickformat=".0%")
-    return styled(fig, "Accumulated gradients: the same for GroupNorm and LayerNorm, not for BatchNorm")
+    styled(fig, "Accumulated gradients: the same for GroupNorm and LayerNorm, not for BatchNorm")
+    # six entries do not fit one row above the plot: a column on the right
+    return fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02),
+                             margin=dict(r=260))
 
 
 def statistics_noise(runs: Sequence[AccumulationRun]) -> go.Figure:
