@@ -6,7 +6,7 @@ import streamlit as st
 from bnviz import ui
 from bnviz.experiments import small_batch as sb
 from bnviz.figures import small_batch as figs
-from bnviz.views import small_batch as view
+from bnviz.views import seeded, small_batch as view
 
 st.set_page_config(page_title="bnviz: small-batch remedies", page_icon="📊", layout="wide")
 
@@ -20,7 +20,7 @@ page = ui.Page(
 SETTINGS = asdict(view.Settings())
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS)
+    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, view.coerce)
     st.markdown(
         "- **BatchNorm**: `torch.nn.BatchNorm1d` before every activation.\n"
@@ -53,7 +53,12 @@ with ui.guard():
                f"{config.batch_size} (the sidebar's batch size): {config.steps} steps of {config.optimizer}, "
                f"learning rate {config.lr:g}, {config.depth} hidden layers of {config.width} units, seed "
                f"{config.seed} (the same initial weights and batches for every normalization).")
-    result = ui.computed("Training the remedies", view.study, config, settings)
+    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.runs_per_seed(config))
+    if note:
+        st.warning(note)
+    results = [ui.computed(f"Training the remedies, seed {s}", view.study, config.replace(seed=s), settings)
+               for s in seed_list]
+    result = results[0]
     for run in result.sweep + result.two_class:
         if run.diverged_at is not None:
             st.warning(f"**{run.label}, batch {run.batch_size} ({run.sampling}) diverged at step {run.diverged_at}** "
@@ -77,4 +82,7 @@ with ui.guard():
         col.metric(f"{label}: two-class batches", f"{two:.1%}", delta=f"{(two - iid) * 100:+.1f} points vs i.i.d.",
                    help="Eval-mode test accuracy after training on two-class batches, and its difference from the "
                         "same network trained on i.i.d. batches of the same size (percentage points).")
+    if len(results) > 1:
+        with st.container(border=True):
+            st.markdown(seeded.markdown(view.seed_summary(results, seed_list)))
     page.download_all()

@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnviz import ui
 from bnviz.figures import grad_accumulation as figs
-from bnviz.views import grad_accumulation as view
+from bnviz.views import grad_accumulation as view, seeded
 
 st.set_page_config(page_title="bnviz: gradient accumulation", page_icon="📊", layout="wide")
 
@@ -19,7 +19,7 @@ page = ui.Page(
 SETTINGS = asdict(view.Settings())
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS)
+    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, view.coerce)
     k = int(page.view_control(st.select_slider, "micro_batches", "Micro-batches per batch (k)",
                               view.OPTIONS["micro_batches"],
@@ -35,7 +35,11 @@ with ui.guard():
                f"{k} micro-batches of about {micro} accumulated. Same initial weights and the same batches, step for "
                f"step; {config.steps} steps of {config.optimizer}, learning rate {config.lr:g}. With accumulation "
                f"BN's running statistics are updated {k} times per step, each time with a micro-batch.")
-    runs = ui.computed("Training", view.compare, config, k)
+    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.RUNS_PER_SEED)
+    if note:
+        st.warning(note)
+    results = [ui.computed(f"Training, seed {s}", view.compare, config.replace(seed=s), k) for s in seed_list]
+    runs = results[0]
     for run in runs:
         if run.diverged_at is not None:
             st.warning(f"**{run.label} diverged at step {run.diverged_at}** (the loss became NaN or infinite).")
@@ -64,4 +68,7 @@ with ui.guard():
         cols[2].metric("measured / theory (accumulated)", f"{acc.noise.pooled_ratio:.2f}",
                        help="sqrt(sum of squared measured std / sum of squared sigma/sqrt(n)) over channels: 1 where "
                             "the sigma/sqrt(n) law holds.")
+    if len(results) > 1:
+        with st.container(border=True):
+            st.markdown(seeded.markdown(view.seed_summary(results, seed_list)))
     page.download_all()

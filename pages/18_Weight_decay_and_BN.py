@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnviz import ui
 from bnviz.figures import weight_decay as figs
-from bnviz.views import weight_decay as view
+from bnviz.views import seeded, weight_decay as view
 
 st.set_page_config(page_title="bnviz: weight decay and BN", page_icon="📊", layout="wide")
 
@@ -19,7 +19,7 @@ page = ui.Page(
 SETTINGS = asdict(view.Settings())
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS)
+    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, view.coerce)
     found = view.check(config)
     if found:
@@ -57,7 +57,12 @@ with ui.guard():
     if config.optimizer != "sgd":
         st.info("With Adam the step size does not scale with the gradient, so its effective learning rate on the "
                 "direction of W is about lr / ||W||, not lr / ||W||²; the right panel still shows lr / ||W||².")
-    runs = ui.computed("Training", view.compare, config, float(decay))
+    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.RUNS_PER_SEED)
+    if note:
+        st.warning(note)
+    results = [ui.computed(f"Training, seed {s}", view.compare, config.replace(seed=s), float(decay))
+               for s in seed_list]
+    runs = results[0]
     for run in runs:
         if run.diverged_at is not None:
             st.warning(f"**{run.label} diverged at step {run.diverged_at}** (the loss became NaN or infinite).")
@@ -72,4 +77,7 @@ with ui.guard():
     for col, run in zip(cols, runs):
         col.metric(f"final effective learning rate, {run.label}", f"{run.effective_lr[-1].mean():.3g}",
                    help="lr / ||W||² after the last update, mean over the layers.")
+    if len(results) > 1:
+        with st.container(border=True):
+            st.markdown(seeded.markdown(view.seed_summary(results, seed_list)))
     page.download_all()

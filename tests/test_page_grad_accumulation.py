@@ -33,3 +33,12 @@ def test_too_many_micro_batches_are_explained():
     assert not at.get("plotly_chart")
     at = page(micro_batches="7").run()
     assert "micro_batches" in " ".join(w.value for w in at.warning)
+
+
+def test_seeds_give_intervals_and_paired_verdicts():
+    at = page(seeds="2", steps="100").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Across 2 seeds" in text and "over 2 seeds" in text
+    assert "BatchNorm, 8 x 8 accumulated" in text and "95 %" in text
+    assert len(at.get("plotly_chart")) == 3

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from .. import seeds
 from ..config import Config, problems
 from ..experiments import grad_accumulation as ga
 from ..figures import grad_accumulation as figs
 from ..train import Run
-from . import View
+from . import View, seeded
 from .settings import snap
 
 DEFAULT = Config(steps=300, width=64, batch_size=64, eval_every=50)
@@ -41,6 +42,19 @@ def check(config: Config, settings: Settings) -> list[str]:
 
 def compare(config: Config, micro_batches: int, progress: Report | None = None) -> list[ga.AccumulationRun]:
     return ga.compare(config, micro_batches, progress=progress)
+
+
+RUNS_PER_SEED = 2 * len(ga.NORMS)
+
+
+def seed_summary(results: Sequence[Sequence[ga.AccumulationRun]], seed_list: Sequence[int]) -> seeds.SeedSummary:
+    """Over seeds: each run's final accuracy; per normalization, accumulated against the true batch."""
+    values: dict[str, list[float]] = {}
+    for runs_of_seed in results:
+        for run in runs_of_seed:
+            values.setdefault(run.label, []).append(run.final_acc)
+    labels = list(values)
+    return seeded.summarize(values, seed_list, list(zip(labels[1::2], labels[0::2])))
 
 
 def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),

@@ -8,15 +8,16 @@ progress).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from .. import seeds
 from ..config import Config, problems
 from ..experiments import small_batch as sb
 from ..figures import small_batch as figs
 from ..train import Run
-from . import View
+from . import View, seeded
 from .settings import snap
 
 DEFAULT = Config(steps=300, width=64, batch_size=8, eval_every=50)
@@ -60,6 +61,23 @@ def check(config: Config) -> list[str]:
 
 def study(config: Config, settings: Settings, progress: Report | None = None) -> sb.RemedyStudy:
     return sb.study(config, settings.remedies(), sb.DEFAULT_BATCH_SIZES, progress)
+
+
+def runs_per_seed(config: Config) -> int:
+    """Networks :func:`study` trains for one seed."""
+    extra = 2 if config.batch_size not in sb.DEFAULT_BATCH_SIZES else 1
+    return len(sb.REMEDIES) * (len(sb.DEFAULT_BATCH_SIZES) + extra)
+
+
+def seed_summary(results: Sequence[sb.RemedyStudy], seed_list: Sequence[int]) -> seeds.SeedSummary:
+    """Over seeds: each normalization's final accuracy on two-class batches, each remedy against BN."""
+    values: dict[str, list[float]] = {}
+    for result in results:
+        for run in result.two_class:
+            if run.sampling == "two-class":
+                values.setdefault(f"{run.label}, two-class", []).append(run.final_acc)
+    labels = list(values)
+    return seeded.summarize(values, seed_list, [(label, labels[0]) for label in labels[1:]])
 
 
 def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),

@@ -3,16 +3,17 @@ effective learning rate with and without weight decay, and the "x k weights" che
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from .. import seeds
 from ..config import Config, problems
 from ..data import load
 from ..experiments import weight_decay as wd
 from ..figures import weight_decay as figs
 from ..train import Run, build_for
-from . import View
+from . import View, seeded
 from .settings import snap
 
 DEFAULT = Config(steps=500, width=64, batch_size=32, lr=0.1, eval_every=100)
@@ -57,6 +58,19 @@ def scale_check(config: Config, factor: float) -> wd.ScaleCheck:
     model, _, stream = build_for(network(config), data)
     x, y = next(stream)
     return wd.scale_check(model, x, y, factor)
+
+
+RUNS_PER_SEED = 2
+
+
+def seed_summary(results: Sequence[Sequence[wd.NormRun]], seed_list: Sequence[int]) -> seeds.SeedSummary:
+    """Over seeds: final test accuracy with and without weight decay, paired."""
+    values: dict[str, list[float]] = {}
+    for runs_of_seed in results:
+        for run in runs_of_seed:
+            values.setdefault(run.label, []).append(float(run.test_acc[-1]))
+    labels = list(values)
+    return seeded.summarize(values, seed_list, [(labels[1], labels[0])])
 
 
 def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),
