@@ -717,8 +717,9 @@ class Page:
         self.animations[f"{key}.gif"] = functools.partial(encoded, "gif")
         with st.container(horizontal=True):
             for fmt in encoders:
-                st.download_button(f"Download {fmt.upper()}", data=functools.partial(encoded, fmt),
-                                   file_name=f"{key}.{fmt}", mime=export.MIME_TYPES[fmt],
+                st.download_button(f"Download {fmt.upper()}: animation over training",
+                                   data=functools.partial(encoded, fmt), file_name=f"{key}.{fmt}",
+                                   mime=export.MIME_TYPES[fmt],
                                    key=f"{self.slug}.{fmt}.{key}", on_click="ignore",
                                    help=f"An animation of the {name}: one frame per recorded step (at most "
                                         f"{animate.MAX_FRAMES}), the same bins and axes on every frame, "

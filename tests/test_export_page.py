@@ -38,7 +38,7 @@ def test_drawing_the_page_renders_no_image(renders):
     assert not at.exception and not at.error
     labels = [b.label for b in at.get("download_button")]
     assert labels.count("Download PNG") == labels.count("Download SVG") == labels.count("Download PDF") == 3
-    assert "Download GIF" in labels and labels[-1].startswith("Download all (ZIP)")
+    assert "Download GIF: animation over training" in labels and labels[-1].startswith("Download all (ZIP)")
     at.toggle(key="histograms.view.log_y").set_value(True).run()       # a part redrawn: its buttons too
     assert not at.exception
     assert renders == []
