@@ -101,3 +101,25 @@ def test_a_stop_raised_by_progress_ends_every_process(tmp_path):
 def test_bad_world_size_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         run_workers(_allreduce_rank, 0, ("",))
+
+
+def test_workers_of_a_killed_parent_exit_by_themselves(tmp_path):
+    """SIGKILL leaves no finally to run: each worker's watchdog sees its parent gone and exits."""
+    import signal
+    import subprocess
+    import sys
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from bnviz.distributed import run_workers\n"
+              "import test_distributed as t\n"
+              f"run_workers(t._sleeps, 2, ({str(tmp_path)!r},), timeout_s=300)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        pids = _pids(tmp_path, 2, wait_s=120)
+        assert len(pids) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    end = time.monotonic() + 15
+    while time.monotonic() < end and not all(_gone(p) for p in pids):
+        time.sleep(0.2)
+    assert all(_gone(p) for p in pids)
