@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -60,6 +62,9 @@ CANCEL_RING = 4096                  # cancelled task ids a worker can see (a rin
 # Environment a run reads (where local MNIST files are): sent with each task as the server has it
 # when the task is submitted, so a worker started earlier reads the files the server would.
 TASK_ENV = ("BNVIZ_DATA_DIR",)
+# A report's payload (a run's history so far: megabytes once pickled, ~0.1 s) is sent at most this
+# often; reports in between carry the step count alone.
+PAYLOAD_EVERY_S = 1.0
 
 # A worker function takes its arguments and ``report(done, total, payload) -> bool``; it reports
 # progress through it (``payload``: something to show meanwhile, e.g. the history so far) and stops
@@ -147,8 +152,14 @@ def _set_env(env: dict[str, str | None]) -> None:
 
 def _run_local(task_id: int, fn: Callable[..., Any], args: tuple, env: dict[str, str | None]) -> Any:
     _set_env(env)
+    last = [-math.inf]
 
     def report(done: int, total: int, payload: Any = None) -> bool:
+        now = time.monotonic()
+        if payload is not None and (now - last[0] >= PAYLOAD_EVERY_S or done == total):
+            last[0] = now
+        else:
+            payload = None
         _progress.put((task_id, done, total, payload))
         return _cancelled[task_id % CANCEL_RING] != task_id
     return fn(*args, report=report)
@@ -203,9 +214,44 @@ class Task:
         return f"Task({self.id}, {self.fn.__name__}, {self.state})"
 
 
+_launching = threading.Lock()
+
+
+def _without_main(get_preparation_data: Callable[[str], dict], name: str) -> dict:
+    data = get_preparation_data(name)
+    data.pop("init_main_from_path", None)
+    data.pop("init_main_from_name", None)
+    return data
+
+
+class _WorkerProcess(multiprocessing.get_context(CONTEXT).Process):
+    """A worker process that does not run the parent's ``__main__`` again.
+
+    A new spawn or forkserver process imports the parent's main module first (so that functions
+    defined in a script can be unpickled). In a Streamlit server the "main module" is whatever
+    page script is running at that moment (Streamlit puts it in ``sys.modules["__main__"]``): the
+    worker would run a page. Workers only run functions of importable modules, so they skip it.
+    """
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        from multiprocessing import spawn
+        with _launching:
+            real = spawn.get_preparation_data
+            spawn.get_preparation_data = functools.partial(_without_main, real)
+            try:
+                return multiprocessing.get_context(CONTEXT).Process._Popen(process_obj)
+            finally:
+                spawn.get_preparation_data = real
+
+
+class _WorkerContext(type(multiprocessing.get_context(CONTEXT))):
+    Process = _WorkerProcess
+
+
 class _LocalPool:
     def __init__(self, slots: int):
-        ctx = multiprocessing.get_context(CONTEXT)
+        ctx = _WorkerContext()
         if CONTEXT == "forkserver":
             ctx.set_forkserver_preload(["bnviz.executor", "bnviz.train"])
         self.progress = ctx.Queue()
@@ -416,6 +462,8 @@ class Executor:
             with self._cond:
                 task = self._running.get(task_id)
                 if task is not None:
+                    if payload is None and task.progress is not None:
+                        payload = task.progress[2]  # the last one sent
                     task.progress = (done, total, payload)
                     self._cond.notify_all()
 

@@ -640,7 +640,7 @@ class Page:
                         drawn_news = True
                     live_now = [t for t in tasks.values() if not t.done()]
                     for t in live_now:
-                        if t.progress is not None and len(t.progress[2].snapshots):
+                        if t.progress is not None and t.progress[2] is not None and len(t.progress[2].snapshots):
                             partials[configs[label_of[t.id]]] = t.progress[2]
                     done = sum(configs[lab].steps for lab, t in tasks.items() if t.done())
                     done += sum(t.progress[0] for t in live_now if t.progress is not None)
@@ -648,13 +648,7 @@ class Page:
                     bar.progress(min(done / total_steps, 1.0),
                                  text=f"{len(tasks) - len(live_now)} of {len(tasks)} done"
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
-                    queued = [t for t in live_now if t.state == executor.QUEUED]
-                    if queued and not running:
-                        waiting.info(f"Waiting for a free training slot: {pool.position(queued[0])} training(s) of "
-                                     f"other sessions are queued before yours, and this server trains at most "
-                                     f"{pool.slots} at a time. Stop leaves the queue.")
-                    else:
-                        waiting.empty()
+                    _queue_note(waiting, pool, live_now)
                     now = time.monotonic()
                     if chart_slot is not None and (drawn_news or task is None) and now - last_draw > LIVE_REDRAW_S:
                         shown = {lab: runs[lab].history if lab in runs else partials.get(configs[lab])
@@ -876,6 +870,56 @@ class ResultStore(RunStore):
 @st.cache_resource
 def result_store() -> ResultStore:
     return ResultStore(capacity=32)
+
+
+def _queue_note(slot: Any, pool: executor.Executor, tasks: Sequence[executor.Task]) -> None:
+    """Say where a session's waiting runs are in the server's queue (while none of them runs)."""
+    queued = [t for t in tasks if t.state == executor.QUEUED]
+    if queued and not any(t.state == executor.RUNNING for t in tasks):
+        slot.info(f"Waiting for a free training slot: {pool.position(queued[0])} training(s) of other sessions "
+                  f"are queued before yours, and this server trains at most {pool.slots} at a time. Stop (or "
+                  "leaving the page) leaves the queue.")
+    else:
+        slot.empty()
+
+
+@st.cache_resource
+def job_store() -> ResultStore:
+    """Results of single independent runs (a point of a sweep, one probed network): small, many."""
+    return ResultStore(capacity=512)
+
+
+def computed_many(label: str, fn: Callable[..., Any], argss: Sequence[tuple]) -> list[Any]:
+    """``[fn(*args) for args in argss]``, each computed once for all sessions, side by side in the
+    server's worker processes (:mod:`bnviz.executor`), with a progress bar and the place in the queue.
+
+    ``fn`` is sent to a worker by name: a module-level function, called ``fn(*args, report=...)``
+    (``report(done, total, payload)``, which it may ignore). For independent runs: the points of a
+    sweep, the networks of an experiment, each at several seeds.
+    """
+    store = job_store()
+    keys = [(fn.__module__, fn.__qualname__, args) for args in argss]
+    results = {k: store.get(k) for k in keys}
+    todo = list(dict.fromkeys(k for k in keys if results[k] is None))
+    if todo:
+        pool = executor.shared()
+        tasks = [pool.submit(fn, *k[2], key=k) for k in todo]
+        bar, waiting = st.progress(0.0, text=f"{label}…"), st.empty()
+        try:
+            for task in pool.as_completed(tasks, tick=0.25):
+                if task is not None:
+                    results[task.key] = task.result()
+                    store.put(task.key, results[task.key])
+                done = sum(t.done() for t in tasks)
+                bar.progress(done / len(tasks), text=f"{label}: {done} of {len(tasks)} runs done")
+                _queue_note(waiting, pool, tasks)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    pool.release(task, grace=RELEASE_GRACE_S)
+        bar.empty()
+        waiting.empty()
+    return [results[k] for k in keys]
 
 
 def computed(label: str, fn: Callable[..., Any], *args: Hashable) -> Any:

@@ -7,6 +7,7 @@ import streamlit as st
 from bnviz import ui
 from bnviz.experiments import lr_sweep
 from bnviz.config import problems
+from bnviz.seeds import METHOD, band_caption
 from bnviz.views import why
 
 st.set_page_config(page_title="bnviz: why BN helps", page_icon="📊", layout="wide")
@@ -26,7 +27,7 @@ def medians(runs, name: str) -> dict[str, float]:
 
 
 with ui.guard():
-    config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale"), view=SETTINGS)
+    config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, why.coerce)
     st.caption(f"This page trains {2 * len(lr_sweep.DEFAULT_LRS) + 3} networks of {config.steps} steps each: "
                f"{2 * len(lr_sweep.DEFAULT_LRS)} for the sweep, 2 probed for the landscape, 1 with noisy BN. "
@@ -48,18 +49,26 @@ with ui.guard():
         "**stable** when the loss never became NaN/infinite and the mean training loss of the last 10% of steps is "
         "below half the first step's loss; **diverged** (x) when the loss became NaN or infinite; an open circle "
         "did neither (the loss stayed high or bounced).")
-    points = ui.computed("Learning-rate sweep", why.sweep_points, config)
-    page.chart(why.sweep_figure(config, points), "learning-rate sweep",
+    over_seeds = why.by_seed(ui.computed_many("Learning-rate sweep", lr_sweep.point,
+                                              why.sweep_jobs(config, page.n_seeds)), page.n_seeds)
+    points = over_seeds[0]
+    page.chart(why.sweep_figure(config, points, over_seeds), "learning-rate sweep",
                caption="Left: mean training cross-entropy over the last 10% of steps (log scale). Right: share of the "
                        "held-out test set classified correctly at the end, in eval mode (stability is judged on the "
                        "training loss; a BN network can train stably yet evaluate badly when its running statistics "
                        "lag behind fast-moving weights). Dashed: the largest stable rate of each network. Only rates "
-                       "on the grid are tried, so the true limit lies between the dashed line and the next rate.")
+                       "on the grid are tried, so the true limit lies between the dashed line and the next rate."
+                       + (f" Dashed lines and markers: seed {config.seed}." + band_caption(page.n_seeds)
+                          if page.n_seeds > 1 else ""))
     cols = st.columns(2)
     for col, label in zip(cols, ("with BN", "without BN")):
-        best = lr_sweep.largest_stable(points, label)
-        col.metric(f"largest stable learning rate, {label}", "none" if best is None else f"{best:g}",
-                   help="The largest rate of the grid whose run was stable (definition above).")
+        col.metric(f"largest stable learning rate, {label}", why.largest_stable_over_seeds(over_seeds, label),
+                   help="The largest rate of the grid whose run was stable (definition above); over several "
+                        "seeds, the median of each seed's.")
+    if page.n_seeds > 1:
+        st.markdown("\n".join(f"- {line}" for line in why.sweep_verdicts(over_seeds)))
+        st.caption(f"Final test accuracy at each learning rate over {page.n_seeds} seeds, paired by seed; "
+                   f"{METHOD}. A run that diverged is left out of its pair.")
 
     # ----- 2. landscape ---------------------------------------------------------------------------------
     st.header("2. A smoother loss landscape along the gradient")
@@ -76,7 +85,9 @@ with ui.guard():
                                  help=f"{why.N_STEP_SIZES} step sizes, evenly spaced from 1/{why.N_STEP_SIZES} of this "
                                       "to this (0.4 gives 0.05 ... 0.4 x lr; 4 spans the size of one training step "
                                       "and more).")
-    probed = ui.computed("Loss landscape", why.landscape_runs, config, step_max)
+    variants = why.variants(config)
+    probed = dict(zip(variants, ui.computed_many("Loss landscape", why.landscape_run,
+                                                 [(cfg, step_max) for cfg in variants.values()])))
     for label, run in probed.items():
         if run.curves.diverged_at is not None:
             st.warning(f"**{label}: training diverged at step {run.curves.diverged_at}** (the loss became NaN or "
@@ -87,7 +98,8 @@ with ui.guard():
                        "gamma and beta included) over the step sizes. (c) The largest change of gradient per unit of "
                        "distance moved, a local estimate of how fast the gradient varies (its Lipschitz constant, "
                        "beta) in the direction we actually step. Narrow bands and a small beta: a step's outcome is "
-                       "predictable, so larger steps are safe. Computed in float64.")
+                       "predictable, so larger steps are safe. Computed in float64."
+                       + (f" Parts 2 and 3 show one seed, {config.seed}." if page.n_seeds > 1 else ""))
     cols = st.columns(3)
     for col, (name, what) in zip(cols, (("loss_range", "loss range (a)"), ("max_grad_diff", "gradient change (b)"),
                                         ("beta", "effective beta (c)"))):
@@ -118,7 +130,7 @@ with ui.guard():
                               why.OPTIONS["noise_shift"], help="Random change of each unit's mean, per step.")
     scale = page.view_control(c2.select_slider, "noise_scale", "scale: s drawn from U(1, scale)",
                               why.OPTIONS["noise_scale"], help="Random factor on each unit's spread, per step.")
-    noisy_curves = ui.computed("Noisy BN", why.noisy_run, config, shift, scale)
+    [noisy_curves] = ui.computed_many("Noisy BN", why.noisy_job, [(config, shift, scale)])
     if noisy_curves.diverged_at is not None:
         st.warning(f"**Noisy BN: training diverged at step {noisy_curves.diverged_at}**; its curves stop there.")
     curves = why.noisy_curves(probed, noisy_curves,

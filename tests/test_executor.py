@@ -158,3 +158,23 @@ def test_a_worker_reads_the_data_folder_the_server_has_now(pool, monkeypatch, tm
     pool.map(snooze, [(0.01,)] * 2)                        # the workers exist before the change
     monkeypatch.setenv("BNVIZ_DATA_DIR", str(tmp_path))
     assert pool.map(read_env, [("BNVIZ_DATA_DIR",)] * 4) == [str(tmp_path)] * 4
+
+
+def test_a_worker_does_not_run_the_page_script_streamlit_put_in_main(tmp_path, monkeypatch):
+    """Streamlit runs a page as sys.modules["__main__"]; a worker started meanwhile must not run it."""
+    import sys
+    import types
+
+    marker = tmp_path / "ran"
+    script = tmp_path / "page.py"
+    script.write_text(f"open({str(marker)!r}, 'w').write('the page ran in a worker')\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    fresh = ex.Executor(slots=2)
+    try:
+        fresh.warm()
+        assert fresh.map(snooze, [(0.01,)]) == [0.01]
+    finally:
+        fresh.shutdown()
+    assert not marker.exists()

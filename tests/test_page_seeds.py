@@ -28,13 +28,21 @@ def interval_text(values: list[float]) -> str:
     return f"{x.mean():.1f} % ± {half:.1f}"
 
 
-def band_traces(at: AppTest) -> list[dict]:
-    import json
-    out = []
-    for chart in at.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
-        out += [t for t in spec["data"] if t.get("meta") == "band"]
-    return out
+def figures(at: AppTest) -> list:
+    import plotly.io as pio
+    return [pio.from_json(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(v) -> np.ndarray:
+    """A trace's x or y as numbers: plotly's JSON holds arrays as base64 ("bdata") with their dtype."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+    return np.asarray(v)
+
+
+def band_traces(at: AppTest) -> list:
+    return [t for fig in figures(at) for t in fig.data if t.meta == "band"]
 
 
 def test_home_over_three_seeds_shows_bands_means_and_a_verdict():
@@ -84,3 +92,26 @@ def test_histograms_and_figure1_over_two_seeds():
     for label, cfg in figure1.runs(config).items():
         finals = [train(cfg.replace(seed=s)).history.evals[-1].test_acc for s in range(2)]
         assert metrics[f"final test accuracy, {label}"] == interval_text(finals)
+
+
+def test_learning_rate_sweep_over_two_seeds_is_the_mean_of_the_seeds_trained_here():
+    from bnviz.experiments import lr_sweep
+    from bnviz.views import why
+
+    at = open_page("pages/8_Why_BN_helps.py", steps="100", depth="2", seeds="2")
+    assert not at.exception and not at.error
+    bands = band_traces(at)
+    assert len(bands) == 4                                 # loss and accuracy, with and without BN
+    config = why.DEFAULT.replace(steps=100, depth=2)
+    per_seed = [lr_sweep.sweep(config.replace(norm="batchnorm", seed=s)) for s in (0, 1)]
+    [mean_acc] = [t for t in figures(at)[0].data if t.meta == "mean" and t.name == "with BN" and t.xaxis == "x2"]
+    expected = {}
+    for pts in per_seed:
+        for p in pts:
+            if p.label == "with BN" and p.diverged_at is None:
+                expected.setdefault(p.lr, []).append(p.test_acc)
+    drawn = dict(zip(values(mean_acc.x).tolist(), values(mean_acc.y).tolist()))
+    for lr, accs in expected.items():
+        assert drawn[lr] == pytest.approx(np.mean(accs), abs=1e-12)
+    text = " ".join(m.value for m in at.markdown)
+    assert text.count("learning rate ") >= len(lr_sweep.DEFAULT_LRS) and "over 2 seeds" in text

@@ -44,24 +44,36 @@ class SweepPoint:
                 and self.final_loss < IMPROVEMENT * self.initial_loss)
 
 
+def jobs(config: Config, lrs: Sequence[float] = DEFAULT_LRS) -> list[tuple[str, Config]]:
+    """(label, config) of every run of the sweep: ``config`` with and without its normalization at
+    every learning rate in ``lrs``, evaluated once, at the end."""
+    variants = {"with BN": config, "without BN": config.without_norm()} if config.has_norm else {"without BN": config}
+    return [(label, cfg.replace(lr=float(lr), eval_every=cfg.steps)) for label, cfg in variants.items() for lr in lrs]
+
+
+def point(label: str, config: Config, report: object = None, dataset: Dataset | None = None) -> SweepPoint:
+    """Train one run of the sweep and say how it ended (``report``: the executor's, unused)."""
+    curves, _ = train_steps(config, dataset=dataset)
+    diverged = curves.diverged_at is not None
+    return SweepPoint(label=label, lr=config.lr, initial_loss=curves.initial_loss,
+                      final_loss=curves.final_loss(TAIL),
+                      test_acc=math.nan if diverged else float(curves.test_acc[-1]),
+                      diverged_at=curves.diverged_at)
+
+
 def sweep(config: Config, lrs: Sequence[float] = DEFAULT_LRS, *, progress: SweepProgress | None = None,
           dataset: Dataset | None = None) -> list[SweepPoint]:
-    """Train ``config`` with and without its normalization at every learning rate in ``lrs``."""
+    """Train ``config`` with and without its normalization at every learning rate in ``lrs``, one
+    run after another (the app runs :func:`point` of each of :func:`jobs` side by side instead)."""
     data = dataset if dataset is not None else load(config)
-    variants = {"with BN": config, "without BN": config.without_norm()} if config.has_norm else {"without BN": config}
-    jobs = [(label, cfg.replace(lr=float(lr), eval_every=cfg.steps)) for label, cfg in variants.items() for lr in lrs]
+    todo = jobs(config, lrs)
     points = []
-    for i, (label, cfg) in enumerate(jobs):
+    for i, (label, cfg) in enumerate(todo):
         if progress is not None:
-            progress(i, len(jobs), f"lr {cfg.lr:g} {label}")
-        curves, _ = train_steps(cfg, dataset=data)
-        diverged = curves.diverged_at is not None
-        points.append(SweepPoint(label=label, lr=cfg.lr, initial_loss=curves.initial_loss,
-                                 final_loss=curves.final_loss(TAIL),
-                                 test_acc=math.nan if diverged else float(curves.test_acc[-1]),
-                                 diverged_at=curves.diverged_at))
+            progress(i, len(todo), f"lr {cfg.lr:g} {label}")
+        points.append(point(label, cfg, dataset=data))
     if progress is not None:
-        progress(len(jobs), len(jobs), "done")
+        progress(len(todo), len(todo), "done")
     return points
 
 

@@ -18,14 +18,17 @@ PyTorch's default scale (close to He initialization, x2.45): Santurkar et al. st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from ..experiments import landscape, lr_sweep, noisy_bn
 from ..config import Config
+from ..figures import seeds as seed_figs
+from ..figures.common import color
 from ..figures import why as figs
+from ..seeds import band, paired_difference, verdict
 from ..train import Curves
 from ..train import Run
 from . import View
@@ -105,8 +108,70 @@ def noisy_curves(probed: Mapping[str, landscape.LandscapeRun], noisy: Curves, se
             "no BN": probed["without BN"].curves}
 
 
-def sweep_figure(config: Config, points: list[lr_sweep.SweepPoint]) -> go.Figure:
-    return figs.lr_sweep(points, config.steps)
+def sweep_figure(config: Config, points: list[lr_sweep.SweepPoint],
+                 over_seeds: Sequence[Sequence[lr_sweep.SweepPoint]] = ()) -> go.Figure:
+    """The sweep of the page's seed; over several seeds (``over_seeds[k]``: seed k's points) the
+    lines become the mean and 95 % band over the seeds at each rate (a diverged run left out)."""
+    fig = figs.lr_sweep(points, config.steps)
+    if len(over_seeds) < 2:
+        return fig
+    labels = list(dict.fromkeys(p.label for p in points))
+    fig.data = [t for t in fig.data if t.name not in labels]
+    for i, label in enumerate(labels):
+        for col, field in ((1, "final_loss"), (2, "test_acc")):
+            curves = [(np.array([p.lr for p in pts if p.label == label]),
+                       np.array([getattr(p, field) if p.diverged_at is None else np.nan for p in pts if p.label == label]))
+                      for pts in over_seeds]
+            seed_figs.add_band(fig, band(curves), name=label, c=color(i), row=1, col=col,
+                               showlegend=col == 1, mode="lines+markers")
+    return fig
+
+
+def sweep_jobs(config: Config, n_seeds: int = 1) -> list[tuple[str, Config]]:
+    """(label, config) of every run of the sweep at ``n_seeds`` seeds, seed by seed (the page's first)."""
+    jobs = lr_sweep.jobs(config.replace(norm="batchnorm"))
+    return [(label, cfg.replace(seed=cfg.seed + k)) for k in range(max(1, n_seeds)) for label, cfg in jobs]
+
+
+def by_seed(points: Sequence[lr_sweep.SweepPoint], n_seeds: int) -> list[list[lr_sweep.SweepPoint]]:
+    """The points of :func:`sweep_jobs` cut into one list per seed."""
+    size = len(points) // max(1, n_seeds)
+    return [list(points[k * size:(k + 1) * size]) for k in range(max(1, n_seeds))]
+
+
+def sweep_verdicts(over_seeds: Sequence[Sequence[lr_sweep.SweepPoint]]) -> list[str]:
+    """At each learning rate, BN against no BN on final test accuracy, paired by seed."""
+    out = []
+    for lr in dict.fromkeys(p.lr for p in over_seeds[0]):
+        acc = {label: [next((p.test_acc for p in pts if p.label == label and p.lr == lr), np.nan) for pts in over_seeds]
+               for label in ("with BN", "without BN")}
+        diff = paired_difference(acc["with BN"], acc["without BN"]).scaled(100.0)
+        out.append(f"learning rate {lr:g}: " + verdict("with BN", "without BN", diff))
+    return out
+
+
+def largest_stable_over_seeds(over_seeds: Sequence[Sequence[lr_sweep.SweepPoint]], label: str) -> str:
+    """The largest stable rate of each seed summarized: the median, and the range when seeds differ
+    (a rate on a grid: a mean ± interval of it would name rates that were never tried)."""
+    best = [lr_sweep.largest_stable(pts, label) for pts in over_seeds]
+    found = sorted(b for b in best if b is not None)
+    if not found:
+        return "none"
+    text = f"{float(np.median(found)):g}"
+    if found[0] != found[-1]:
+        text += f" (median; {found[0]:g} to {found[-1]:g})"
+    missing = len(best) - len(found)
+    return text + (f", none in {missing} of {len(best)} seeds" if missing else "")
+
+
+def landscape_run(config: Config, step_max: float, report: object = None) -> landscape.LandscapeRun:
+    """One network of :func:`landscape_runs`, for the executor."""
+    return landscape.train_with_probes(config, step_multiples=Settings(step_max=step_max).step_multiples)
+
+
+def noisy_job(config: Config, noise_shift: float, noise_scale: float, report: object = None) -> Curves:
+    """:func:`noisy_run` for the executor."""
+    return noisy_run(config, noise_shift, noise_scale)
 
 
 def landscape_figure(probed: Mapping[str, landscape.LandscapeRun]) -> go.Figure:
