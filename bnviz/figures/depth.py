@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from ..experiments.depth_gradients import GROWTH, KINDS, GradientRun
 from .common import color, styled, subplots
+from .residual import legend_below
 
 
 def gradient_norms(runs: Mapping[str, GradientRun], step: int, growth: float = GROWTH) -> go.Figure:
@@ -37,10 +38,9 @@ def gradient_norms(runs: Mapping[str, GradientRun], step: int, growth: float = G
                             hovertemplate="Yang et al.: sqrt(pi/(pi-1)) per layer<br>layer %{x}<br>%{y:.3g}<extra></extra>")
     fig.update_xaxes(title_text="layer l (1 = next to the input)")
     fig.update_yaxes(type="log", title_text="||dL/dW_l|| (Frobenius norm, log)")
-    fig.update_layout(legend=dict(font=dict(size=10)))
     title = "Gradient norm per layer at initialization" if step == 0 else \
         f"Gradient norm per layer at initialization (dotted) and at step {step}"
-    return styled(fig, title, height=480)
+    return legend_below(styled(fig, title, height=520), 2)
 
 
 def growth_over_steps(runs: Mapping[str, GradientRun]) -> go.Figure:

@@ -14,6 +14,14 @@ from .why import noisy_training
 LAWS = {"pre-activation BN": ("pre", "Var(x_0) + (l - 1)"), "no normalization": ("none", "Var(x_0) · 2^(l - 1)")}
 
 
+def legend_below(fig: go.Figure, rows: int = 2) -> go.Figure:
+    """The legend under the plot, left-aligned, with the bottom margin it needs (``rows`` lines of
+    entries): a long legend above the plot would cover the title."""
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.16, xanchor="left", x=0,
+                                         font=dict(size=11)),
+                             margin=dict(b=90 + 22 * rows))
+
+
 def _positive(values: np.ndarray) -> list[float | None]:
     """Values for a log axis: an exact 0 (a branch that starts at 0) has no place on it."""
     return [float(v) if v > 0 and np.isfinite(v) else None for v in values]
@@ -22,17 +30,17 @@ def _positive(values: np.ndarray) -> list[float | None]:
 def variance_at_init(measured: Mapping[str, BlockVariances]) -> go.Figure:
     """Left: each block's skip-path variance (its input) at initialization, with the closed forms
     (dotted) where there is one. Right: the branch's variance over the skip path's, per block."""
-    fig = subplots(rows=1, cols=2, subplot_titles=("skip path: Var(x_l), the input of block l",
-                                                   "branch / skip: Var(f_l(x_l)) / Var(x_l)"))
-    zero_branch = []
+    zero_branch = [label for label, v in measured.items() if np.all(v.branch == 0)]
+    right = "branch / skip: Var(f_l(x_l)) / Var(x_l)"
+    if zero_branch:
+        right += "<br><sup>exactly 0 (off the log axis): " + ", ".join(zero_branch) + "</sup>"
+    fig = subplots(rows=1, cols=2, subplot_titles=("skip path: Var(x_l), the input of block l", right))
     for i, (label, v) in enumerate(measured.items()):
         c = color(i)
         fig.add_scatter(x=v.blocks, y=v.skip, name=label, legendgroup=label, mode="lines+markers",
                         line=dict(color=c), hovertemplate=f"{label}<br>block %{{x}}<br>Var(x) %{{y:.3g}}<extra></extra>",
                         row=1, col=1)
         ratio = v.ratio
-        if np.all(ratio == 0):
-            zero_branch.append(label)
         fig.add_scatter(x=v.blocks, y=_positive(ratio), name=label, legendgroup=label, showlegend=False,
                         mode="lines+markers", line=dict(color=c),
                         hovertemplate=f"{label}<br>block %{{x}}<br>ratio %{{y:.3g}}<extra></extra>", row=1, col=2)
@@ -46,12 +54,8 @@ def variance_at_init(measured: Mapping[str, BlockVariances]) -> go.Figure:
     fig.update_xaxes(title_text="block l", dtick=1 if len(next(iter(measured.values())).skip) <= 16 else None)
     fig.update_yaxes(type="log", title_text="variance of all values (log)", row=1, col=1)
     fig.update_yaxes(type="log", title_text="ratio (log)", row=1, col=2)
-    if zero_branch:
-        fig.add_annotation(x=0.99, y=0.02, xref="x2 domain", yref="y2 domain", xanchor="right", yanchor="bottom",
-                           showarrow=False, bgcolor="rgba(255,255,255,0.8)", align="right",
-                           text="branch exactly 0 at initialization (no point on a log axis):<br>"
-                                + "<br>".join(zero_branch))
-    return styled(fig, "At initialization: the skip path grows with depth, the branch does not", height=480)
+    styled(fig, "At initialization: the skip path grows with depth, the branch does not", height=540)
+    return legend_below(fig, 3)
 
 
 def ratio_during_training(runs: Mapping[str, ResidualRun], step: int) -> go.Figure:
@@ -72,8 +76,8 @@ def ratio_during_training(runs: Mapping[str, ResidualRun], step: int) -> go.Figu
                             hovertemplate=f"{label}<br>step 0<br>block %{{x}}<br>ratio %{{y:.3g}}<extra></extra>")
     fig.update_xaxes(title_text="block l", dtick=1)
     fig.update_yaxes(type="log", title_text="Var(branch) / Var(skip) (log)")
-    fig.update_layout(legend=dict(font=dict(size=10)))
-    return styled(fig, f"During training: how much each block's branch adds, at step {step} (dotted: step 0)")
+    styled(fig, f"During training: how much each block's branch adds, at step {step} (dotted: step 0)", height=520)
+    return legend_below(fig, 2)
 
 
 def training_curves(runs: Mapping[str, ResidualRun], window: int = 10) -> go.Figure:

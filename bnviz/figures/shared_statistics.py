@@ -24,8 +24,8 @@ def shared_sets(x: np.ndarray, shared: Sequence[Shared], entry: Entry) -> go.Fig
     each tile an H x W map), the entries normalized with ``entry`` in colour, the others grey,
     ``entry`` itself circled."""
     n, c, h, w = x.shape
-    fig = subplots(rows=2, cols=2, horizontal_spacing=0.06, vertical_spacing=0.1,
-                   subplot_titles=[f"{s.method}: {s.count} values share mean {s.mean:.3g}, variance {s.var:.3g}"
+    fig = subplots(rows=2, cols=2, horizontal_spacing=0.1, vertical_spacing=0.1,
+                   subplot_titles=[f"{s.method}: {s.count} values, mean {s.mean:.3g}, var {s.var:.3g}"
                                    for s in shared])
     limit = float(np.nanmax(np.abs(x))) or 1.0
     grey = tiles(np.where(np.isfinite(x), 0.0, np.nan))

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from ..experiments.transformer import OneVector, Scatter, TransformerRun
 from ..tiny_transformer import VARIANTS
 from .common import color, styled, subplots
+from .residual import legend_below
 
 
 def _variant_color(variant: str) -> str:
@@ -71,7 +72,8 @@ def normalization_scatter(scatter: Scatter, fit: tuple[float, float]) -> go.Figu
                     name=f"DyT fit: {gamma:.3g} · tanh({alpha:.3g} x)")
     fig.update_xaxes(title_text="input x of the norm layer")
     fig.update_yaxes(title_text="normalized output x_hat = (y - beta) / gamma")
-    return styled(fig, f"{scatter.name}: input against normalized output, every token of a batch")
+    return legend_below(styled(fig, f"{scatter.name}: input against normalized output, every token of a batch",
+                               height=540), 2)
 
 
 def one_vector(result: OneVector, shift: float, scale: float) -> go.Figure:

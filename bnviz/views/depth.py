@@ -74,4 +74,9 @@ def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Sett
     }
 
 
+def first_figure(config: Config) -> go.Figure:
+    """What the page draws first, at the default settings (one step per network): for ``make bench``."""
+    return norms_figure(init_runs(config, Settings.depth), 0)
+
+
 VIEW = View(slug="depth", title="Gradients vs depth", default=DEFAULT, runs=runs, figures=make_figures)

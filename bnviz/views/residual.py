@@ -82,4 +82,9 @@ def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Sett
     }
 
 
+def first_figure(config: Config) -> go.Figure:
+    """What the page draws first, at the default settings (no training): for ``make bench``."""
+    return init_figure(init_variances(config, Settings.blocks, Settings.zero_gamma))
+
+
 VIEW = View(slug="residual", title="Residual networks", default=DEFAULT, runs=runs, figures=make_figures)

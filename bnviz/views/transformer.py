@@ -107,4 +107,9 @@ def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Sett
     }
 
 
+def first_figure(config: Config) -> go.Figure:
+    """What the page draws first, at the default settings (one step per variant): for ``make bench``."""
+    return gradients_figure(init_gradients(config, Settings.layers))
+
+
 VIEW = View(slug="transformer", title="Transformers", default=DEFAULT, runs=runs, figures=make_figures)
