@@ -35,7 +35,7 @@ with ui.guard():
     st.markdown(
         f"The page starts {processes} processes, which train the same network under "
         "`torch.nn.parallel.DistributedDataParallel`, and stops them when done (at most "
-        f"{dp.TIMEOUT_S:g} s; a change of settings stops them too). Every global batch of {processes} × b samples is "
+        f"{dp.time_limit(config, processes):.0f} s; a change of settings stops them too). Every global batch of {processes} × b samples is "
         "cut into one per-device batch of b per process. In each process, one after the other: plain BN and "
         f"synchronized BN at b = {', '.join(map(str, sorted(set(dp.DEFAULT_PER_DEVICE) | {b})))} (the sidebar's batch "
         f"size is the per-device batch, here {b}), and plain BN with `broadcast_buffers=False` at b = {b}. "

@@ -39,7 +39,10 @@ from ..train import Callback, make_optimizer, run_loop
 MODES = ("plain BN", "synchronized BN")
 DEFAULT_PER_DEVICE = (2, 4, 8, 16)
 MAX_WORLD = 4
-TIMEOUT_S = 180.0
+# The job's time limit: start-up, then a budget per step of every variant in every process (a step
+# of these small networks takes 2-20 ms on a busy 2-core machine; the budget is several times that).
+START_UP_S = 60.0
+PER_STEP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,11 @@ def variants_for(per_device: int, sizes: Sequence[int] = DEFAULT_PER_DEVICE) -> 
     return out + [Variant("plain BN", per_device, broadcast_buffers=False)]
 
 
+def time_limit(config: Config, world_size: int, sizes: Sequence[int] = DEFAULT_PER_DEVICE) -> float:
+    """Seconds the job of :func:`run` may take before it is stopped."""
+    return START_UP_S + PER_STEP_S * config.steps * len(variants_for(config.batch_size, sizes)) * world_size
+
+
 def problems(config: Config, world_size: int) -> list[str]:
     out = []
     if not 1 <= world_size <= MAX_WORLD:
@@ -174,16 +182,18 @@ def problems(config: Config, world_size: int) -> list[str]:
 
 
 def run(config: Config, world_size: int = 2, sizes: Sequence[int] = DEFAULT_PER_DEVICE,
-        progress: Callable[[int, int, str], None] | None = None, timeout_s: float = TIMEOUT_S) -> Study:
+        progress: Callable[[int, int, str], None] | None = None, timeout_s: float | None = None) -> Study:
     """Train every variant of :func:`variants_for` (``config.batch_size`` per device) in one job of
     ``world_size`` processes. Raises :class:`bnviz.distributed.DistributedError` if the job cannot
-    start, fails or takes longer than ``timeout_s``; its processes are gone either way."""
+    start, fails or takes longer than ``timeout_s`` (default :func:`time_limit`); its processes are
+    gone either way."""
     check(config.replace(norm="batchnorm"))
     found = problems(config, world_size)
     if found:
         raise ValueError(" ".join(found))
     variants = variants_for(config.batch_size, sizes)
     start = time.perf_counter()
-    results = run_workers(_worker, world_size, (config, variants), timeout_s=timeout_s, progress=progress)
+    limit = time_limit(config, world_size, sizes) if timeout_s is None else timeout_s
+    results = run_workers(_worker, world_size, (config, variants), timeout_s=limit, progress=progress)
     return Study(config=config, world_size=world_size, variants=variants, records=[r for _, r in results],
                  elapsed_s=time.perf_counter() - start, pids=[pid for pid, _ in results])
