@@ -21,7 +21,7 @@ page = ui.Page(
 SETTINGS = asdict(residual.Settings())
 
 with ui.guard():
-    config = page.config(residual.DEFAULT, main=("arch", "width"), view={**SETTINGS, "step": 0})
+    config = page.config(residual.DEFAULT, main=("arch", "width"), view={**SETTINGS, "step": 0}, seeds=True)
     page.view_settings(SETTINGS, residual.coerce)
     c1, c2 = st.columns(2)
     blocks = page.view_control(c1.select_slider, "blocks", "Residual blocks", residual.BLOCKS,
@@ -39,8 +39,11 @@ with ui.guard():
     if found:
         st.error("**This configuration cannot train.** " + " ".join(found))
         st.stop()
-    if config.arch == "cnn" and blocks >= 16:
-        st.warning(f"A CNN-ResNet of {blocks} blocks trains slowly here (minutes); 8 blocks or the MLP are quicker.")
+    if residual.blocks_for(config, blocks) != blocks:
+        st.warning(f"The CNN-ResNet is limited to {residual.CNN_MAX_BLOCKS} blocks here (one of {blocks} blocks trains "
+                   f"for minutes on two cores): showing {residual.CNN_MAX_BLOCKS}. The MLP-ResNet takes up to "
+                   f"{max(residual.BLOCKS)}.")
+        blocks = residual.blocks_for(config, blocks)
     st.caption(
         f"Networks: a stem ({'3x3 convolution' if config.arch == 'cnn' else 'Linear'}) to "
         f"{16 if config.arch == 'cnn' else config.width} {'channels' if config.arch == 'cnn' else 'units'}, "
@@ -66,7 +69,11 @@ with ui.guard():
                        "has no such law.")
 
     st.header("2. During training")
-    trained = ui.computed("Training the variants", residual.trained, config, blocks, zero_gamma)
+    labels = list(experiment.variants(zero_gamma))
+    over_seeds = residual.by_seed(ui.computed_many("Training the variants", residual.variant_job,
+                                                   residual.jobs(config, blocks, zero_gamma, page.n_seeds)),
+                                  labels, page.n_seeds)
+    trained = over_seeds[0]
     for label, run in trained.items():
         if run.curves.diverged_at is not None:
             st.warning(f"**{label}: training diverged at step {run.curves.diverged_at}** (the loss became NaN or "
@@ -84,8 +91,18 @@ with ui.guard():
 
     page.chart(residual.curves_figure(trained), "residual training curves",
                caption="Left: training cross-entropy of each mini-batch, moving average of 10 steps. Right: share of "
-                       "the held-out test set classified correctly in eval mode (BN with its running statistics).")
+                       "the held-out test set classified correctly in eval mode (BN with its running statistics)."
+                       + (f" The curves and part 2's figure show seed {config.seed}; the numbers below are over "
+                          f"{page.n_seeds} seeds." if page.n_seeds > 1 else ""))
+    summary = residual.summarize([{label: run.curves for label, run in runs.items()} for runs in over_seeds],
+                                 config.seed)
     cols = st.columns(len(trained))
-    for col, (label, acc) in zip(cols, experiment.final_accuracy(trained).items()):
-        col.metric(f"test accuracy, {label}", f"{acc:.1%}", help=f"Eval mode, after {config.steps} updates.")
+    for col, (label, text) in zip(cols, summary.headlines.items()):
+        col.metric(f"test accuracy, {label}", text,
+                   help=f"Eval mode, after {config.steps} updates" + (f"; mean ± half the 95 % interval over "
+                                                                      f"{page.n_seeds} seeds." if page.n_seeds > 1
+                                                                      else "."))
+    if page.n_seeds > 1:
+        st.markdown("\n".join(f"- {line}" for line in summary.verdicts))
+        st.caption(summary.caption)
     page.download_all()

@@ -5,7 +5,7 @@ import streamlit as st
 
 from bnviz import ui
 from bnviz.experiments import transformer as experiment
-from bnviz.views import transformer
+from bnviz.views import residual, transformer
 
 st.set_page_config(page_title="bnviz: transformers", page_icon="📊", layout="wide")
 
@@ -22,7 +22,7 @@ DISPLAY = {"shift": 1.0, "scale": 2.0, "source": experiment.run_label("Pre-LN", 
            "norm_layer": "blocks.0.norm1"}
 
 with ui.guard():
-    config = page.config(transformer.DEFAULT, view={**SETTINGS, **DISPLAY})
+    config = page.config(transformer.DEFAULT, view={**SETTINGS, **DISPLAY}, seeds=True)
     page.view_settings(SETTINGS, transformer.coerce)
     c1, c2, c3 = st.columns(3)
     layers = page.view_control(c1.select_slider, "layers", "Transformer blocks", transformer.LAYERS,
@@ -80,7 +80,9 @@ with ui.guard():
                            "positive scale s disappears (up to eps).")
 
     st.header("3. Warm-up: Post-LN needs it")
-    trained = ui.computed("Training", transformer.trained, config, layers, warmup, all_variants)
+    labels, jobs = transformer.jobs(config, layers, warmup, all_variants, page.n_seeds)
+    over_seeds = residual.by_seed(ui.computed_many("Training", transformer.run_job, jobs), labels, page.n_seeds)
+    trained = over_seeds[0]
     for label, run in trained.items():
         if run.curves.diverged_at is not None:
             st.warning(f"**{label}: training diverged at step {run.curves.diverged_at}** (the loss became NaN or "
@@ -88,11 +90,20 @@ with ui.guard():
     page.chart(transformer.warmup_figure(trained), "training with and without warm-up",
                caption="Top: share of the 500 × 8 held-out target tokens predicted correctly (eval mode). Bottom: "
                        "training cross-entropy per token, moving average of 10 steps. Chance is 10 %. Dotted: the end "
-                       "of the warm-up.")
+                       "of the warm-up."
+                       + (f" The curves and part 4 show seed {config.seed}; the numbers below are over "
+                          f"{page.n_seeds} seeds." if page.n_seeds > 1 else ""))
+    summary = residual.summarize([{label: run.curves for label, run in runs.items()} for runs in over_seeds],
+                                 config.seed)
     cols = st.columns(min(len(trained), 5))
-    for i, (label, run) in enumerate(trained.items()):
-        cols[i % len(cols)].metric(f"test accuracy, {label}", f"{run.curves.test_acc[-1]:.1%}",
-                                   help=f"Per token, eval mode, after {config.steps} updates.")
+    for i, (label, text) in enumerate(summary.headlines.items()):
+        cols[i % len(cols)].metric(f"test accuracy, {label}", text,
+                                   help=f"Per token, eval mode, after {config.steps} updates"
+                                        + (f"; mean ± half the 95 % interval over {page.n_seeds} seeds."
+                                           if page.n_seeds > 1 else "."))
+    if page.n_seeds > 1:
+        st.markdown("\n".join(f"- {line}" for line in summary.verdicts))
+        st.caption(summary.caption.replace("Final test accuracy", "Final test accuracy per token"))
 
     st.header("4. LayerNorm's input and output: the S-shape DyT imitates")
     st.latex(r"\mathrm{DyT}(x) = \gamma \odot \tanh(\alpha x) + \beta")

@@ -44,3 +44,13 @@ def test_cnn_on_flat_data_says_which_images_it_uses():
     assert not at.exception and not at.error
     assert any("digits-image" in i.value for i in at.info)
     assert len(at.get("plotly_chart")) == 3
+
+
+@pytest.mark.timeout(900)
+def test_seeds_give_intervals_and_paired_verdicts():
+    at = page(seeds="2", blocks="2").run()
+    assert not at.exception and not at.error
+    pre = next(m for m in at.metric if m.label == "test accuracy, pre-activation BN")
+    assert "±" in pre.value
+    text = " ".join(md.value for md in at.markdown)
+    assert "over 2 seeds" in text

@@ -39,3 +39,12 @@ def test_bad_input_is_explained():
     assert at.session_state["transformer.view.source"] in ("Post-LN, no warm-up", "Pre-LN, no warm-up",
                                                             "Post-LN, warm-up", "Pre-LN, warm-up")
     assert len(at.get("plotly_chart")) == 4
+
+
+@pytest.mark.timeout(1200)
+def test_seeds_give_intervals_and_paired_verdicts():
+    at = page(seeds="2", layers="1").run()
+    assert not at.exception and not at.error
+    post = next(m for m in at.metric if m.label == "test accuracy, Post-LN, warm-up")
+    assert "±" in post.value
+    assert "over 2 seeds" in " ".join(md.value for md in at.markdown)

@@ -196,6 +196,3 @@ def train_all(config: Config, n_blocks: int, zero_gamma: bool = False,
         out[label] = train_variant(config, label, style, zero, n_blocks, report)
     return out
 
-
-def final_accuracy(runs: Mapping[str, ResidualRun]) -> dict[str, float]:
-    return {label: float(run.curves.test_acc[-1]) for label, run in runs.items()}

@@ -79,18 +79,22 @@ def train_variants(config: Config, layers: int, warmup: int, variants: Sequence[
                    progress: Callable[[int, int, str], None] | None = None) -> dict[str, TransformerRun]:
     """Every variant without and with ``warmup`` steps of warm-up; keys "<variant>, no warm-up" and
     "<variant>, warm-up"."""
-    data = task(config)
     jobs = [(v, w) for w in (0, warmup) for v in variants]
     out = {}
     for i, (variant, w) in enumerate(jobs):
         def report(done: int, total: int, i=i, variant=variant, w=w) -> None:
             if progress is not None:
-                progress(i * total + done, len(jobs) * total,
-                         f"{variant}, {'warm-up' if w else 'no warm-up'}: step {done}/{total}")
-        curves, model = train_steps(config, dataset=data, model=model_for(config, variant, layers), progress=report,
-                                    lr_schedule=warmup_schedule(config.lr, w) if w else None)
-        out[run_label(variant, w)] = TransformerRun(variant, w, curves, model)
+                progress(i * total + done, len(jobs) * total, f"{run_label(variant, w)}: step {done}/{total}")
+        out[run_label(variant, w)] = train_one(config, variant, layers, w, report)
     return out
+
+
+def train_one(config: Config, variant: str, layers: int, warmup: int,
+              progress: Callable[[int, int], None] | None = None) -> TransformerRun:
+    """One variant trained with ``warmup`` steps of warm-up (0: none)."""
+    curves, model = train_steps(config, dataset=task(config), model=model_for(config, variant, layers),
+                                progress=progress, lr_schedule=warmup_schedule(config.lr, warmup) if warmup else None)
+    return TransformerRun(variant, warmup, curves, model)
 
 
 def run_label(variant: str, warmup: int) -> str:

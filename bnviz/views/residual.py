@@ -9,15 +9,18 @@ Two computations, neither a plain :func:`bnviz.train.train` run (so ``runs`` is 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
 from ..config import Config
 from ..experiments import residual
 from ..figures import residual as figs
-from ..train import Run
+from .. import seeds
+from ..seeds import SeedSummary
+from ..train import Curves, Run
 from . import View
 from .settings import snap
 
@@ -43,6 +46,14 @@ def coerce(name: str, raw: Any) -> tuple[Any, str | None]:
     return int(value), note
 
 
+CNN_MAX_BLOCKS = 8   # a deeper CNN-ResNet takes minutes per variant on two cores
+
+
+def blocks_for(config: Config, blocks: int) -> int:
+    """The blocks the page trains: ``blocks``, at most :data:`CNN_MAX_BLOCKS` for the CNN-ResNet."""
+    return min(blocks, CNN_MAX_BLOCKS) if config.arch == "cnn" else blocks
+
+
 def runs(config: Config) -> dict[str, Config]:
     return {}
 
@@ -55,6 +66,41 @@ def init_variances(config: Config, blocks: int, zero_gamma: bool,
 def trained(config: Config, blocks: int, zero_gamma: bool,
             progress: Report | None = None) -> dict[str, residual.ResidualRun]:
     return residual.train_all(config, blocks, zero_gamma, progress)
+
+
+def variant_job(config: Config, label: str, blocks: int, zero_gamma: bool, report: Any = None) -> residual.ResidualRun:
+    """One variant trained (a job of :func:`bnviz.ui.computed_many`: one worker process each)."""
+    style, zero = residual.variants(zero_gamma)[label]
+    return residual.train_variant(config, label, style, zero, blocks)
+
+
+def jobs(config: Config, blocks: int, zero_gamma: bool, n_seeds: int) -> list[tuple]:
+    """Every variant at ``n_seeds`` seeds (the page's seed first), seed by seed."""
+    return [(config.replace(seed=config.seed + k), label, blocks, zero_gamma)
+            for k in range(n_seeds) for label in residual.variants(zero_gamma)]
+
+
+def by_seed(results: Sequence[Any], labels: Sequence[str], n_seeds: int) -> list[dict[str, Any]]:
+    """The results of :func:`jobs` (or the transformer view's) as one {label: result} per seed."""
+    return [dict(zip(labels, results[k * len(labels):(k + 1) * len(labels)])) for k in range(n_seeds)]
+
+
+def final_accuracy(curves: Curves) -> float:
+    """Eval-mode test accuracy after the last update; NaN for a run that diverged."""
+    return math.nan if curves.diverged_at is not None else float(curves.test_acc[-1])
+
+
+def summarize(over_seeds: Sequence[Mapping[str, Curves]], first_seed: int) -> SeedSummary:
+    """Headline accuracies over seeds and verdicts paired by seed (bnviz.seeds), from the curves of
+    each seed's runs ``over_seeds[k][label]``."""
+    labels = list(over_seeds[0])
+    values = {label: [final_accuracy(runs[label]) for runs in over_seeds] for label in labels}
+    verdicts = [seeds.verdict(a, b, seeds.paired_difference(values[a], values[b]).scaled(100.0))
+                for a, b in seeds.default_pairs(labels)]
+    return SeedSummary(seeds=tuple(first_seed + k for k in range(len(over_seeds))),
+                       headlines={k: seeds.headline(v) for k, v in values.items()},
+                       intervals={k: seeds.mean_interval(v).scaled(100.0) for k, v in values.items()},
+                       verdicts=verdicts)
 
 
 def init_figure(measured: Mapping[str, residual.BlockVariances]) -> go.Figure:
@@ -72,11 +118,12 @@ def curves_figure(trained_runs: Mapping[str, residual.ResidualRun]) -> go.Figure
 def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Settings(),
                  progress: Report | None = None) -> dict[str, go.Figure]:
     """The page's three figures at ``settings``, the training one at the last recorded step."""
-    trained_runs = trained(config, settings.blocks, settings.zero_gamma, progress)
+    blocks = blocks_for(config, settings.blocks)
+    trained_runs = trained(config, blocks, settings.zero_gamma, progress)
     last = max(r.recorded[-1].step for r in trained_runs.values())
     return {
         "branch and skip variance at initialization": init_figure(
-            init_variances(config, settings.blocks, settings.zero_gamma)),
+            init_variances(config, blocks, settings.zero_gamma)),
         "branch over skip during training": ratio_figure(trained_runs, last),
         "residual training curves": curves_figure(trained_runs),
     }
@@ -84,7 +131,7 @@ def make_figures(config: Config, _: Mapping[str, Run], settings: Settings = Sett
 
 def first_figure(config: Config) -> go.Figure:
     """What the page draws first, at the default settings (no training): for ``make bench``."""
-    return init_figure(init_variances(config, Settings.blocks, Settings.zero_gamma))
+    return init_figure(init_variances(config, blocks_for(config, Settings.blocks), Settings.zero_gamma))
 
 
 VIEW = View(slug="residual", title="Residual networks", default=DEFAULT, runs=runs, figures=make_figures)

@@ -66,6 +66,19 @@ def trained(config: Config, layers: int, warmup: int, all_variants: bool,
     return experiment.train_variants(config, layers, warmup, trained_variants(all_variants), progress)
 
 
+def run_job(config: Config, variant: str, layers: int, warmup: int, report: Any = None) -> experiment.TransformerRun:
+    """One variant trained (a job of :func:`bnviz.ui.computed_many`: one worker process each)."""
+    return experiment.train_one(config, variant, layers, warmup)
+
+
+def jobs(config: Config, layers: int, warmup: int, all_variants: bool, n_seeds: int) -> tuple[list[str], list[tuple]]:
+    """The run labels and every run at ``n_seeds`` seeds (the page's seed first), seed by seed."""
+    runs_of_a_seed = [(v, w) for w in (0, warmup) for v in trained_variants(all_variants)]
+    labels = [experiment.run_label(v, w) for v, w in runs_of_a_seed]
+    return labels, [(config.replace(seed=config.seed + k), v, layers, w) for k in range(n_seeds)
+                    for v, w in runs_of_a_seed]
+
+
 def layernorm_runs(trained_runs: Mapping[str, experiment.TransformerRun]) -> list[str]:
     """The trained runs whose norm is LayerNorm (the scatter's sources)."""
     return [label for label, run in trained_runs.items() if VARIANTS[run.variant][0] == "layernorm"]
