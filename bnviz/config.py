@@ -16,7 +16,7 @@ DATASETS = ("digits", "digits-image", "moons", "circles", "spirals", "blobs", "m
 ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 NORMS = ("batchnorm", "reference", "layernorm", "groupnorm", "none")
-PLACEMENTS = ("before", "after")
+PLACEMENTS = ("none", "before", "after")  # "none": no normalization layer, whatever ``norm`` says
 DROPOUT_POSITIONS = ("after_activation", "before_norm", "before_output")
 OPTIMIZERS = ("sgd", "adam")
 SHIFTS = ("none", "offset", "scale", "contrast")
@@ -60,6 +60,7 @@ class Config:
     placement: str = "before"
     momentum: float | None = 0.1
     eps: float = 1e-5
+    affine: bool = True            # the norm layers learn gamma and beta (torch's affine=True)
     bias_with_norm: bool = False
     dropout: float = 0.0
     dropout_position: str = "after_activation"
@@ -77,7 +78,7 @@ class Config:
 
     @property
     def has_norm(self) -> bool:
-        return self.norm != "none"
+        return self.norm != "none" and self.placement != "none"
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -149,7 +149,8 @@ def build(config: Config, input_shape: tuple[int, ...], n_classes: int,
     act = ACTIVATIONS[config.activation]
 
     def norm(n: int, spatial: bool) -> nn.Module | None:
-        return make_norm(config.norm, n, spatial=spatial, momentum=config.momentum, eps=config.eps)
+        return make_norm(config.norm if config.has_norm else "none", n, spatial=spatial, momentum=config.momentum,
+                         eps=config.eps, affine=config.affine)
 
     def dropout() -> nn.Module | None:
         if config.dropout > 0 and config.dropout_position != "before_output":

@@ -474,12 +474,14 @@ def make_norm(
     spatial: bool = False,
     momentum: float | None = 0.1,
     eps: float = 1e-5,
+    affine: bool = True,
 ) -> nn.Module | None:
     """The normalization layer named ``kind`` for ``num_features`` features or channels.
 
     ``spatial=False`` is for flat (N, C) activations (an MLP), ``spatial=True`` for
     (N, C, H, W) feature maps (a CNN). ``momentum`` only matters to the two BatchNorms (the
-    other layers keep no running statistics); ``eps`` is passed to every layer.
+    other layers keep no running statistics); ``eps`` is passed to every layer, and ``affine``
+    (learn gamma and beta) too (LayerNorm calls it ``elementwise_affine``).
 
     - ``"batchnorm"``: ``torch.nn.BatchNorm1d``, or ``BatchNorm2d`` when spatial
     - ``"reference"``: this module's :class:`BatchNorm`
@@ -489,9 +491,9 @@ def make_norm(
     """
     if kind == "batchnorm":
         cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
-        return cls(num_features, eps=eps, momentum=momentum)
+        return cls(num_features, eps=eps, momentum=momentum, affine=affine)
     if kind == "reference":
-        return BatchNorm(num_features, eps=eps, momentum=momentum)
+        return BatchNorm(num_features, eps=eps, momentum=momentum, affine=affine)
     if kind == "layernorm":
         if spatial:
             # LayerNorm normalizes each sample over all its features; for a feature map that
@@ -499,14 +501,14 @@ def make_norm(
             # built and would learn a gamma/beta per pixel; GroupNorm with one group takes
             # the same statistics (per sample, over C, H, W) for any image size, with a
             # gamma/beta per channel like BatchNorm, so the comparison is fair.
-            return nn.GroupNorm(1, num_features, eps=eps)
-        return nn.LayerNorm(num_features, eps=eps)
+            return nn.GroupNorm(1, num_features, eps=eps, affine=affine)
+        return nn.LayerNorm(num_features, eps=eps, elementwise_affine=affine)
     if kind == "groupnorm":
         # GroupNorm accepts (N, C) as well as (N, C, H, W). A flat feature is one value per
         # sample, so a group of 2 features would normalize every pair to exactly -1 and +1 and
         # the network could not learn; flat groups keep FLAT_MIN_PER_GROUP values each.
         min_per_group = 2 if spatial else FLAT_MIN_PER_GROUP
-        return nn.GroupNorm(groupnorm_groups(num_features, min_per_group), num_features, eps=eps)
+        return nn.GroupNorm(groupnorm_groups(num_features, min_per_group), num_features, eps=eps, affine=affine)
     if kind == "none":
         return None
     raise ValueError(

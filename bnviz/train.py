@@ -454,14 +454,17 @@ def with_momentum(run: Run, momentum: float | None) -> Run | None:
     never enters a training-mode forward pass), the running statistics of every snapshot and of
     the final model replayed for ``momentum``, and every evaluation redone with them.
 
-    None when ``run`` cannot be derived from (recorded without a trace: no BN, a trace too large,
-    or a run that was not recorded).
+    A network without BatchNorm keeps no running statistics: its run is the same under any
+    momentum. None when ``run`` cannot be derived from (its BN recorded without a trace: a trace
+    too large, or a run that was not recorded).
     """
     trace, model, data = run.trace, run.model, run.dataset
-    if trace is None or model is None or data is None:
-        return None
     config = run.config.replace(momentum=momentum)
     old = run.history
+    if isinstance(model, Net) and not model.batchnorms():
+        return replace(run, config=config, history=replace(old, config=config))
+    if trace is None or model is None or data is None:
+        return None
     replay = trace.replay(momentum)
     snapshots = Thinned(cap=old.snapshots.cap, stride=old.snapshots.stride)
     for step, snap in zip(old.snapshots.steps, old.snapshots.items):

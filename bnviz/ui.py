@@ -92,7 +92,7 @@ class Control:
     """How one Config field is shown: widget kind, label, options or range, and its definition."""
 
     label: str
-    kind: str                                # "select", "radio", "slider", "number", "toggle"
+    kind: str                                # "select", "stops" (a slider over options), "radio", "slider", "number", "toggle"
     options: Sequence[Any] = ()
     low: float = 0.0
     high: float = 1.0
@@ -102,7 +102,13 @@ class Control:
 
 
 def _fmt_momentum(m: Any) -> str:
-    return "None (cumulative average)" if m is None else f"{m:g}"
+    """A PyTorch momentum with the Keras value that means the same (the weight of the old value)."""
+    return "None (cumulative average)" if m is None else f"{m:g} (Keras {1 - m:.4g})"
+
+
+# Log-spaced stops (1-2-5 per decade) with PyTorch's default 0.1; None, the cumulative average,
+# weighs the old statistics more with every step, so it sits below the smallest.
+MOMENTUM_STOPS = (None, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 CONTROLS: dict[str, Control] = {
@@ -125,14 +131,25 @@ CONTROLS: dict[str, Control] = {
     "norm": Control("Normalization", "select", NORMS,
                     help="batchnorm: torch.nn.BatchNorm; reference: bnviz's BatchNorm from elementary ops; "
                          "layernorm / groupnorm: per-sample normalizations; none."),
-    "placement": Control("BN placement", "radio", PLACEMENTS,
-                         fmt=lambda p: {"before": "before activation (Linear-BN-act)",
-                                        "after": "after activation (Linear-act-BN)"}[p]),
-    "momentum": Control("BN momentum", "select", (None, 0.001, 0.01, 0.03, 0.1, 0.3, 0.5, 0.9, 1.0), fmt=_fmt_momentum,
-                        help="PyTorch convention: running = (1 - m) * running + m * batch statistic. Keras' "
-                             "momentum 0.99 is the weight of the OLD value, i.e. PyTorch m = 0.01."),
+    "placement": Control("BN placement", "stops", PLACEMENTS,
+                         fmt=lambda p: {"none": "no normalization",
+                                        "before": "before activation (Linear-BN-act)",
+                                        "after": "after activation (Linear-act-BN)"}[p],
+                         help="Where the normalization layer sits in each hidden block; 'no normalization' "
+                              "removes it (whatever the Normalization setting)."),
+    "momentum": Control("BN momentum", "stops", MOMENTUM_STOPS, fmt=_fmt_momentum,
+                        help="PyTorch convention: running = (1 - m) * running + m * batch statistic (default "
+                             "0.1). Keras' momentum is the weight of the OLD value: Keras 0.99 is PyTorch 0.01. "
+                             "Momentum does not change training at all (in training mode BN normalizes with "
+                             "the batch's own statistics), only the running statistics eval mode uses: moving "
+                             "it recomputes them from the recorded batch statistics, without training again."),
     "eps": Control("BN eps", "select", (1e-8, 1e-5, 1e-3, 1e-1, 1.0),
                    help="Added to the variance before the square root: x_hat = (x - mean) / sqrt(var + eps)."),
+    "affine": Control("Learn gamma and beta (affine)", "toggle",
+                      help="affine=True (PyTorch's default): each normalized feature is rescaled and shifted by "
+                           "a learned gamma and beta. affine=False: the layer only standardizes (mean 0, "
+                           "variance 1); some lecturers recommend it before a ReLU-free layer or a linear "
+                           "classifier, whose own weights can do the rescaling."),
     "bias_with_norm": Control("Keep the Linear bias before BN", "toggle",
                               help="A bias right before BN is subtracted again with the batch mean: it has no effect."),
     "dropout": Control("Dropout probability", "slider", low=0.0, high=0.9, step=0.05,
@@ -164,6 +181,9 @@ def _widget(name: str, key: str, where: Any) -> Any:
     if c.kind == "select":
         return where.selectbox(c.label, c.options, format_func=c.fmt, key=key, help=c.help or None,
                                persist_state="session")
+    if c.kind == "stops":
+        return where.select_slider(c.label, c.options, format_func=c.fmt, key=key, help=c.help or None,
+                                   persist_state="session")
     if c.kind == "radio":
         return where.radio(c.label, c.options, format_func=c.fmt, key=key, help=c.help or None,
                            horizontal=len(c.options) <= 3, persist_state="session")
@@ -179,7 +199,7 @@ def _widget(name: str, key: str, where: Any) -> Any:
 def _widget_value(name: str, value: Any) -> Any:
     """The value as the field's widget can show it (snapped to its options or range)."""
     c = CONTROLS[name]
-    if c.kind in ("select", "radio"):
+    if c.kind in ("select", "stops", "radio"):
         return _nearest(list(c.options), value)
     if c.kind == "slider":
         v = min(max(value, c.low), c.high)
@@ -240,6 +260,12 @@ class Page:
             if seeds:
                 self.n_seeds = self._seeds_control()
         if main:
+            # Every page that offers a setting of its normalization layers offers affine beside it.
+            if "affine" not in main and {"norm", "placement", "momentum", "eps"} & set(main):
+                main = (*main, "affine")
+                names.append("affine")
+                if self._key("affine") not in st.session_state:
+                    st.session_state[self._key("affine")] = _widget_value("affine", base.affine)
             with st.expander("Network and normalization settings", expanded=True):
                 cols = st.columns(3)
                 for i, n in enumerate(n for n in main if n not in sidebar):
@@ -524,7 +550,7 @@ class Page:
 
     # ----- training ----------------------------------------------------------------------------
     def train(self, configs: Mapping[str, Config], *,
-              live: Callable[[dict[str, History]], go.Figure] | None = None,
+              live: Callable[[dict[str, History]], go.Figure | Sequence[go.Figure]] | None = None,
               compare: Sequence[tuple[str, str]] | None = None) -> dict[str, Run] | None:
         """Train (or fetch from the cache) one run per label; None when a config cannot train.
 
@@ -624,6 +650,7 @@ class Page:
                 bar = st.progress(0.0)
                 chart_slot = st.empty() if live is not None else None
                 last_draw, drawn_news = 0.0, False
+                sent = _Unchanged()
                 for task in pool.as_completed(tasks.values(), tick=0.25):
                     if task is not None:
                         label = label_of[task.id]
@@ -645,10 +672,10 @@ class Page:
                     done = sum(configs[lab].steps for lab, t in tasks.items() if t.done())
                     done += sum(t.progress[0] for t in live_now if t.progress is not None)
                     running = [label_of[t.id] for t in live_now if t.state == executor.RUNNING]
-                    bar.progress(min(done / total_steps, 1.0),
+                    sent.update(bar.progress, round(min(done / total_steps, 1.0), 2),
                                  text=f"{len(tasks) - len(live_now)} of {len(tasks)} done"
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
-                    _queue_note(waiting, pool, live_now)
+                    sent.update(waiting.info, _queue_note(pool, live_now), otherwise=waiting.empty)
                     now = time.monotonic()
                     if chart_slot is not None and (drawn_news or task is None) and now - last_draw > LIVE_REDRAW_S:
                         shown = {lab: runs[lab].history if lab in runs else partials.get(configs[lab])
@@ -658,8 +685,10 @@ class Page:
                             last_draw, drawn_news = now, False
                             # a key of its own per drawing: two drawings with the same content would collide
                             self._live_draws += 1
-                            chart_slot.plotly_chart(live(shown), theme=None,
-                                                    key=f"{self.slug}.live.{self._live_draws}")
+                            drawn = live(shown)
+                            with chart_slot.container():
+                                for i, fig in enumerate([drawn] if isinstance(drawn, go.Figure) else drawn):
+                                    st.plotly_chart(fig, theme=None, key=f"{self.slug}.live.{self._live_draws}.{i}")
                 status.update(label="Training done", state="complete", expanded=False)
                 if chart_slot is not None:
                     chart_slot.empty()
@@ -812,7 +841,7 @@ class RunStore:
     def __init__(self, capacity: int = 96):
         self.capacity = capacity
         self._runs: OrderedDict[str, Run] = OrderedDict()
-        self._traced: dict[str, str] = {}   # training key -> key of a stored run with a batch trace
+        self._traced: dict[str, str] = {}   # training key -> key of a stored run of that training
         self._lock = threading.Lock()
 
     @staticmethod
@@ -840,10 +869,11 @@ class RunStore:
         with self._lock:
             self._runs[self.key(config)] = run
             self._runs.move_to_end(self.key(config))
-            if isinstance(config, Config) and getattr(run, "trace", None) is not None:
+            if isinstance(config, Config) and isinstance(run, Run):
                 self._traced[self.training_key(config)] = self.key(config)
             while len(self._runs) > self.capacity:
-                self._runs.popitem(last=False)
+                gone, _ = self._runs.popitem(last=False)
+                self._traced = {t: k for t, k in self._traced.items() if k != gone}
 
     def training_key(self, config: Config) -> str:
         """What training depends on: the config but its BN momentum."""
@@ -872,15 +902,34 @@ def result_store() -> ResultStore:
     return ResultStore(capacity=32)
 
 
-def _queue_note(slot: Any, pool: executor.Executor, tasks: Sequence[executor.Task]) -> None:
-    """Say where a session's waiting runs are in the server's queue (while none of them runs)."""
+def _queue_note(pool: executor.Executor, tasks: Sequence[executor.Task]) -> str | None:
+    """Where a session's waiting runs are in the server's queue (while none of them runs), or None."""
     queued = [t for t in tasks if t.state == executor.QUEUED]
-    if queued and not any(t.state == executor.RUNNING for t in tasks):
-        slot.info(f"Waiting for a free training slot: {pool.position(queued[0])} training(s) of other sessions "
-                  f"are queued before yours, and this server trains at most {pool.slots} at a time. Stop (or "
-                  "leaving the page) leaves the queue.")
-    else:
-        slot.empty()
+    if not queued or any(t.state == executor.RUNNING for t in tasks):
+        return None
+    return (f"Waiting for a free training slot: {pool.position(queued[0])} training(s) of other sessions are "
+            f"queued before yours, and this server trains at most {pool.slots} at a time. Stop (or leaving the "
+            "page) leaves the queue.")
+
+
+class _Unchanged:
+    """Sends an element's new state only when it changed. A page waiting for runs looks four times a
+    second; re-sending an unchanged progress bar each time costs every open browser a redraw (with
+    32 sessions on two cores, the browsers' CPU is what the workers would train with)."""
+
+    def __init__(self) -> None:
+        self._last: dict[Callable[..., Any], Any] = {}
+
+    def update(self, show: Callable[..., Any], value: Any, *, otherwise: Callable[[], Any] | None = None,
+               **kwargs: Any) -> None:
+        state = (value, tuple(sorted(kwargs.items())))
+        if self._last.get(show, _GONE) == state:
+            return
+        self._last[show] = state
+        if value is None and otherwise is not None:
+            otherwise()
+        else:
+            show(value, **kwargs)
 
 
 @st.cache_resource
@@ -905,14 +954,15 @@ def computed_many(label: str, fn: Callable[..., Any], argss: Sequence[tuple]) ->
         pool = executor.shared()
         tasks = [pool.submit(fn, *k[2], key=k) for k in todo]
         bar, waiting = st.progress(0.0, text=f"{label}…"), st.empty()
+        sent = _Unchanged()
         try:
             for task in pool.as_completed(tasks, tick=0.25):
                 if task is not None:
                     results[task.key] = task.result()
                     store.put(task.key, results[task.key])
                 done = sum(t.done() for t in tasks)
-                bar.progress(done / len(tasks), text=f"{label}: {done} of {len(tasks)} runs done")
-                _queue_note(waiting, pool, tasks)
+                sent.update(bar.progress, done / len(tasks), text=f"{label}: {done} of {len(tasks)} runs done")
+                sent.update(waiting.info, _queue_note(pool, tasks), otherwise=waiting.empty)
         finally:
             for task in tasks:
                 if not task.done():

@@ -1,7 +1,7 @@
 """Activation histograms: each layer's distribution with and without BN, over training."""
 import streamlit as st
 
-from bnviz import figures, ui
+from bnviz import ui
 from bnviz.record import TAP_LABELS
 from bnviz.views import histograms
 
@@ -16,13 +16,14 @@ page = ui.Page(
     "the sigmoid, watch the post-activations pile up at 0 and 1 (saturation: the gradient there is nearly 0).")
 
 VIEW_DEFAULTS = {"layer": 0, "step": 0, "tap": "pre_activation", "log_y": False, "bands": "ioffe", "unit": False,
-                 "log_color": True}
+                 "log_color": True, "play": False}
 
 with ui.guard():
     config = page.config(histograms.VIEW.default,
                          main=("activation", "depth", "width", "placement", "momentum", "init_scale"),
                          view=VIEW_DEFAULTS, seeds=True)
-    runs = page.train(histograms.runs(config), live=figures.training_curves)
+    # While they train: the loss curves, and the layer histograms and percentile bands so far.
+    runs = page.train(histograms.runs(config), live=histograms.live_figures)
     if runs:
         names = next(iter(runs.values())).history.layer_names
         steps = histograms.recorded_steps(runs)
@@ -33,7 +34,7 @@ with ui.guard():
         page.view_value("step", steps[-1], options=steps)
         for name, options in (("tap", histograms.TAPS), ("bands", tuple(histograms.BANDS))):
             page.view_value(name, VIEW_DEFAULTS[name], options=options)
-        for name in ("log_y", "unit", "log_color"):
+        for name in ("log_y", "unit", "log_color", "play"):
             page.view_value(name, VIEW_DEFAULTS[name])
         c1, c2 = st.columns([1, 4])
         page.view_control(c1.selectbox, "layer", "Layer", list(range(len(names))), format_func=names.__getitem__,
@@ -90,4 +91,17 @@ with ui.guard():
                        caption="The chosen layer's histogram at every recorded step, one column per step, one panel "
                                "per run on one colour scale. Colour: share of that step's values in the bin"
                                + (" (log scale; shares below 0.01% get the lowest colour)." if log_color else "."))
+
+        def play_controls():
+            page.view_control(st.toggle, "play", "Play the histograms over training",
+                              help="The layer histograms at every recorded step, played in the browser (Play "
+                                   "button, step slider under the chart).")
+
+        @page.part(controls=play_controls)
+        def played(tap, play):
+            if play:
+                page.chart(histograms.played_histograms(runs, tap=tap), "layer histograms, played",
+                           caption="The layer histograms above at each recorded step (at most "
+                                   f"{histograms.MAX_FRAMES} steps, evenly spaced); the y axis is fixed to the "
+                                   "highest bar of any step, so heights compare across steps.")
     page.download_all()

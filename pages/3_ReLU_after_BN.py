@@ -49,7 +49,7 @@ VIEW_DEFAULTS = {"layer": 0, "step": 0, "log_y": False}
 
 with ui.guard():
     config = page.config(relu.VIEW.default,
-                         main=("depth", "width", "init_scale", "dropout", "dropout_position"),
+                         main=("depth", "width", "init_scale", "dropout", "dropout_position", "affine"),
                          view=VIEW_DEFAULTS, seeds=True)
     configs = relu.runs(config)
     st.markdown("**The three networks**, in the order a value meets the layers (dropout appears where the "

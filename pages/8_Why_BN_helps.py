@@ -27,7 +27,7 @@ def medians(runs, name: str) -> dict[str, float]:
 
 
 with ui.guard():
-    config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale"), view=SETTINGS, seeds=True)
+    config = page.config(why.DEFAULT, main=("depth", "activation", "init_scale", "affine"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, why.coerce)
     st.caption(f"This page trains {2 * len(lr_sweep.DEFAULT_LRS) + 3} networks of {config.steps} steps each: "
                f"{2 * len(lr_sweep.DEFAULT_LRS)} for the sweep, 2 probed for the landscape, 1 with noisy BN. "

@@ -6,7 +6,7 @@ Three levels:
   result survives a round trip through ``to_query``;
 - a probe page offering every control of ``ui.CONTROLS`` (no training, so workload fields can be pushed
   to their extremes): URL values are clamped to ``LIMITS``, then snapped to the control's options;
-- every real page (``app.py`` and ``pages/*.py``, found at collection time) opened with hostile links.
+- every real page (``pages/*.py``, the home page included, found at collection time) opened with hostile links.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from bnviz import ui
 from bnviz.config import CHOICES, LIMITS, MAX_QUERY_VALUE_LEN, Config, from_query, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+PAGES = sorted((ROOT / "pages").glob("*.py"))  # pages/0_Home.py is the home page app.py serves
 FIELDS = {f.name: f for f in fields(Config)}
 # The hard caps the issue names: whatever a link says, a run stays below them.
 HARD_CAPS = {"steps": 50_000, "width": 512, "depth": 10, "n_samples": 20_000}

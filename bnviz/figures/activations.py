@@ -108,6 +108,39 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
     return fig
 
 
+MAX_FRAMES = 40  # frames of the animated histograms: every recorded step, thinned evenly past this
+
+
+def animated_layer_histograms(histories: Mapping[str, History], tap: str, *, max_frames: int = MAX_FRAMES) -> go.Figure:
+    """:func:`layer_histograms` at every recorded step as one figure with a Play button and a
+    step slider (plotly frames, played in the browser: nothing is sent back to the server).
+
+    The y axis is fixed to the highest bar of any frame, so heights compare across steps.
+    """
+    steps = max((list(h.snapshots.steps) for h in histories.values()), key=len)
+    if len(steps) > max_frames:
+        steps = [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, max_frames).round().astype(int))]
+    frames = [layer_histograms(histories, step, tap) for step in steps]
+    fig = go.Figure(frames[-1])
+    top = max((float(np.max(trace.y)) for f in frames for trace in f.data if trace.y is not None and len(trace.y)),
+              default=1.0)
+    fig.update_yaxes(range=[0, top * 1.05], autorange=False)
+    fig.frames = [go.Frame(data=f.data, name=str(step), layout=dict(title=f.layout.title, annotations=f.layout.annotations))
+                  for step, f in zip(steps, frames)]
+    play = dict(frame=dict(duration=250, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
+    fig.update_layout(
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.28, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ Play", method="animate", args=[None, play]),
+                                   dict(label="❚❚ Pause", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=len(steps) - 1, x=0.16, y=-0.22, len=0.84, currentvalue=dict(prefix="step "),
+                      steps=[dict(label=str(step), method="animate",
+                                  args=[[str(step)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
+                             for step in steps])],
+        margin=dict(b=150))
+    return fig
+
+
 def percentile_bands(histories: Mapping[str, History], layer: int, tap: str, *, unit: bool = False,
                      bands: Sequence[int] = IOFFE_PERCENTILES) -> go.Figure:
     """Percentiles of a layer's tap over training: the median as a line, each symmetric pair around

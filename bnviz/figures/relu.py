@@ -229,7 +229,7 @@ def gamma_beta_over_training(history: History) -> go.Figure:
     snaps = [snap for snap in history.snapshots if snap.norms]
     for layer, name in enumerate(history.layer_names):
         if not snaps or layer not in snaps[0].norms or snaps[0].norms[layer].weight is None:
-            continue  # no learned affine (a norm without gamma and beta)
+            continue  # no learned affine (a norm without gamma and beta): see the note below
         c, first = color(layer), True
         norms = [snap.norms[layer] for snap in snaps]
         _spread(fig, steps, np.array([n.weight for n in norms]), name, c, 1, 1, first)
@@ -247,6 +247,10 @@ def gamma_beta_over_training(history: History) -> go.Figure:
                         hovertemplate=f"{name}<br>step %{{x}}: %{{y:.0%}} of units<extra></extra>", row=2, col=2)
     fig.update_xaxes(title_text="step (weight updates)", row=2)
     fig.update_yaxes(tickformat=".0%", row=2)
+    if not fig.data:
+        fig.add_annotation(text="No gamma and beta to show: these BN layers were built with affine=False, so they "
+                                "only standardize (every unit mean 0, variance 1 over the batch).",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font=dict(size=14))
     return styled(fig, "Learned gamma and beta of BN→ReLU over training", height=640)
 
 

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from ..animate import HistogramAnimation, histogram_animation
 from ..config import Config
 from ..figures import activations as figs
+from ..figures import training_curves
 from ..record import TAP_LABELS
 from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES, History
 from ..train import Run
@@ -26,7 +27,10 @@ WITH, WITHOUT = "with BN", "without BN"
 
 
 def runs(config: Config) -> dict[str, Config]:
-    """The config as asked (BatchNorm unless it names another norm) and the same without a norm."""
+    """The config as asked (BatchNorm unless it names another norm) and the same without a norm;
+    with placement "none" (no normalization) only the latter."""
+    if config.placement == "none":
+        return {WITHOUT: config.without_norm()}
     with_norm = config if config.has_norm else config.replace(norm="batchnorm")
     label = WITH if with_norm.norm in ("batchnorm", "reference") else f"with {with_norm.norm}"
     return {label: with_norm, WITHOUT: config.without_norm()}
@@ -75,6 +79,14 @@ def histogram_heatmap(trained: Mapping[str, Run], *, layer: int | None = None, t
     return figs.histogram_heatmap(histories(trained), layer, tap, log_color=log_color)
 
 
+MAX_FRAMES = figs.MAX_FRAMES
+
+
+def played_histograms(trained: Mapping[str, Run], *, tap: str = "pre_activation") -> go.Figure:
+    """The layer histograms at every recorded step, with a Play button and a step slider."""
+    return figs.animated_layer_histograms(histories(trained), tap)
+
+
 def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | None = None, step: int | None = None,
                  tap: str = "pre_activation", log_y: bool = False, bands: str = "ioffe", unit: bool = False,
                  log_color: bool = True) -> dict[str, go.Figure]:
@@ -84,6 +96,20 @@ def make_figures(config: Config, trained: Mapping[str, Run], *, layer: int | Non
         "percentile bands": percentile_bands(trained, layer=layer, tap=tap, bands=bands, unit=unit),
         "histograms over training": histogram_heatmap(trained, layer=layer, tap=tap, log_color=log_color),
     }
+
+
+def live_figures(partial: Mapping[str, History]) -> list[go.Figure]:
+    """What the page shows while its networks train, redrawn at every progress report: the loss
+    curves, every layer's histogram at the newest step all runs have recorded, and the last
+    layer's percentile bands so far (the page's default tap and bands)."""
+    out = [training_curves(partial)]
+    recorded = {label: h for label, h in partial.items() if len(h.snapshots)}
+    if recorded:
+        step = min(h.snapshots.steps[-1] for h in recorded.values())
+        out.append(figs.layer_histograms(recorded, step, "pre_activation"))
+        layer = len(next(iter(recorded.values())).layer_names) - 1
+        out.append(figs.percentile_bands(recorded, layer, "pre_activation", unit=False, bands=BANDS["ioffe"]))
+    return out
 
 
 ANIMATION = "layer histograms over training"
