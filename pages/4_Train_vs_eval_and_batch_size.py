@@ -2,6 +2,7 @@
 import streamlit as st
 
 from bnviz import ui
+from bnviz.seeds import band_caption
 from bnviz.experiments import sweeps
 from bnviz.config import problems
 from bnviz.figures import batchsize as figs
@@ -149,12 +150,14 @@ with ui.guard():
         if sweep.missing:
             st.info(f"Not shown (training stopped before the end): {', '.join(sweep.missing)}.")
         if sweep.points:
-            page.chart(figs.sweep_accuracy(sweep), "batch size sweep",
+            page.chart(view.sweep_figure(sweep, sweep_configs, page.seed_runs), "batch size sweep",
                        caption=f"Share of the {config.dataset} test set classified correctly after {config.steps} "
                                "steps, in eval mode (BN: running statistics). Dotted: BN normalizing each test batch "
                                "(of the training batch size) by its own statistics. Every run takes the same number "
                                "of steps, so smaller batches also see fewer samples: the no-normalization line shows "
-                               "what that alone costs. GroupNorm: groups of 16 units; LayerNorm: all units of a layer.")
+                               "what that alone costs. GroupNorm: groups of 16 units; LayerNorm: all units of a layer."
+                               + (f" Dotted lines and parts 1-2: seed {config.seed}." + band_caption(page.n_seeds)
+                                  if page.n_seeds > 1 else ""))
             st.markdown(
                 "**The known result.** Wu & He, *Group Normalization* (ECCV 2018), Figure 1: ResNet-50 on ImageNet, "
                 "BN's top-1 error is 23.6 % at 32 images per GPU and rises to 34.7 % at 2; GN stays at about 24 % "

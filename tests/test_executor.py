@@ -77,11 +77,12 @@ def test_a_worker_trains_the_same_run_bit_for_bit(pool, config):
 
 
 def test_results_stream_in_the_order_they_finish(pool):
-    slow = pool.submit(snooze, 3.0)
+    pool.warm()                 # both workers up: on a loaded machine starting one can take seconds
+    slow = pool.submit(snooze, 5.0)
     fast = pool.submit(snooze, 0.2)
     order = [t for t in pool.as_completed([slow, fast])]
     assert order == [fast, slow]
-    assert slow.result() == 3.0
+    assert slow.result() == 5.0
 
 
 def test_progress_reaches_the_server_while_a_run_trains(pool):
@@ -143,7 +144,7 @@ def test_the_same_code_runs_on_a_dask_cluster_bit_for_bit():
             assert set(finished) == set(tasks)
             for task, config in zip(tasks, configs):
                 check_same_as_here(task.result(), config)
-            slow, fast = dask.submit(snooze, 2.0), dask.submit(snooze, 0.1)
+            slow, fast = dask.submit(snooze, 4.0), dask.submit(snooze, 0.1)
             assert [t for t in dask.as_completed([slow, fast])] == [fast, slow]
         finally:
             dask.shutdown()

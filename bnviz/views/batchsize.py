@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 
 from ..experiments import sweeps
 from ..config import Config, problems
 from ..figures import batchsize as figs
+from ..figures.common import color
+from ..figures.seeds import add_band
+from ..seeds import band, final_test_accuracy
 from ..train import Run, train
 from . import View
 
@@ -48,6 +52,27 @@ def comparisons(batch_sizes: Sequence[int], norms: Sequence[str]) -> list[tuple[
         return []
     return [(sweeps.sweep_label("batchnorm", b), sweeps.sweep_label(n, b)) for b in batch_sizes for n in norms
             if n != "batchnorm"]
+
+
+def sweep_figure(sweep: sweeps.Sweep, configs: Mapping[str, Config],
+                 over_seeds: Mapping[str, Sequence[Run]] | None = None) -> go.Figure:
+    """Accuracy against batch size (the page's seed); over several seeds (``over_seeds[label]``,
+    one run per seed) each normalization's eval-mode line becomes the mean and 95 % band over the
+    seeds at each batch size (the dotted batch-statistics lines stay the page's seed's)."""
+    fig = figs.sweep_accuracy(sweep)
+    n = min((len(over_seeds.get(label, ())) for label in configs), default=0) if over_seeds else 0
+    if n < 2:
+        return fig
+    norms = list(dict.fromkeys(cfg.norm for cfg in configs.values()))
+    names = {sweeps.NORM_LABELS.get(norm, norm): norm for norm in norms}
+    fig.data = [t for t in fig.data if t.name not in names]
+    for name, norm in names.items():
+        labels = [label for label, cfg in configs.items() if cfg.norm == norm]
+        sizes = np.array([configs[label].batch_size for label in labels])
+        curves = [(sizes, np.array([final_test_accuracy(over_seeds[label][k].history) for label in labels]))
+                  for k in range(n)]
+        add_band(fig, band(curves), name=name, c=figs.NORM_COLORS.get(norm, color(4)))
+    return fig
 
 
 def batch_dependence_all(run: Run, index: int, sizes: Sequence[int] = IN_BATCH_SIZES,
