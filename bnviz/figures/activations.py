@@ -133,7 +133,7 @@ def animated_layer_histograms(histories: Mapping[str, History], tap: str, *, max
                           buttons=[dict(label="▶ Play", method="animate", args=[None, play]),
                                    dict(label="❚❚ Pause", method="animate",
                                         args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=len(steps) - 1, x=0.16, y=-0.22, len=0.84, currentvalue=dict(prefix="step "),
+        sliders=[dict(active=len(steps) - 1, x=0.24, y=-0.22, len=0.76, currentvalue=dict(prefix="step "),
                       steps=[dict(label=str(step), method="animate",
                                   args=[[str(step)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
                              for step in steps])],

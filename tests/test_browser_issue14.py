@@ -1,0 +1,51 @@
+"""Issue 14 in a real browser: the sidebar's sections, the momentum and placement sliders by their
+accessible names, a momentum move that trains nothing, and the histograms played over training."""
+import re
+
+import pytest
+
+from conftest import ARTIFACTS, wait_for_charts
+
+pytestmark = pytest.mark.browser
+
+
+def _idle(page, timeout_ms: int = 300_000) -> None:
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", state="attached",
+                           timeout=timeout_ms)
+
+
+def test_sidebar_has_sections_and_the_home_page_is_called_home(page, app_url):
+    page.goto(app_url)
+    nav = page.locator("[data-testid='stSidebarNav']")
+    nav.wait_for()
+    text = nav.inner_text()
+    for section in ("Basics", "Training dynamics", "Inference", "Your runs"):
+        assert section in text
+    assert "Home" in text and "app" not in text.split()
+    # an address from before the sections still opens its view
+    page.goto(app_url + "/Running_statistics?steps=100")
+    page.get_by_text("Running statistics", exact=False).first.wait_for()
+
+
+def test_momentum_slider_moves_without_training_and_the_histograms_play(page, app_url):
+    page.goto(app_url + "/Activation_histograms?steps=200&depth=2&width=32")
+    wait_for_charts(page, 3, timeout_ms=300_000)
+    _idle(page)
+    momentum = page.get_by_role("slider", name=re.compile("momentum", re.I))
+    placement = page.get_by_role("slider", name=re.compile("placement", re.I))
+    assert momentum.count() == 1 and placement.count() == 1
+    assert "0.1 (Keras 0.9)" in momentum.get_attribute("aria-valuetext")
+    momentum.focus()
+    momentum.press("ArrowLeft")
+    page.wait_for_url(re.compile(r"momentum=0\.05"), timeout=60_000)
+    _idle(page)
+    assert page.get_by_text("network(s)…").count() == 0, "a momentum move must not train"
+    assert "0.05 (Keras 0.95)" in momentum.get_attribute("aria-valuetext")
+
+    page.get_by_text("Play the histograms over training").click()
+    play = page.get_by_text("▶ Play")
+    play.wait_for(timeout=120_000)
+    play.click()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "histograms-played.png"), full_page=True)
+    assert page.get_by_text(re.compile(r"^step \d+")).count() >= 1       # the animation's step label
