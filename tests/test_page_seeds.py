@@ -136,3 +136,15 @@ def test_batch_size_sweep_over_two_seeds_draws_bands_and_a_verdict_per_batch_siz
         assert drawn == pytest.approx(np.mean(finals), abs=1e-12)
     lines = [m.value for m in at.markdown if "over 2 seeds" in m.value]
     assert sum(line.count("BatchNorm, batch") for line in lines) >= 6   # BN vs GN, LN, none at 2 and 16
+
+
+@pytest.mark.parametrize("path,slug", [("pages/3_ReLU_after_BN.py", "relu"), ("pages/5_Dropout_and_BN.py", "dropout"),
+                                       ("pages/6_Precise_BN_and_domain_shift.py", "shift")])
+def test_every_comparing_page_gives_verdicts_over_seeds(path, slug):
+    at = open_page(path, steps="100", seeds="2")
+    assert not at.exception and not at.error
+    assert at.number_input(key=f"{slug}.view.seeds").value == 2
+    text = " ".join(m.value for m in at.markdown)
+    assert "**Across 2 seeds**" in text and "over 2 seeds" in text
+    assert any("±" in m.value for m in at.metric)
+    assert "show seed 0" in " ".join(c.value for c in at.caption)
