@@ -56,8 +56,9 @@ with ui.guard():
         "without BN).")
 
     st.header("1. At initialization")
-    st.latex(r"x_{l+1} = x_l + f_l(x_l):\qquad \mathrm{Var}(x_{l+1}) = \mathrm{Var}(x_l) + 1 \ \text{(BN ends the "
-             r"branch)},\qquad \mathrm{Var}(x_{l+1}) = 2\,\mathrm{Var}(x_l) \ \text{(no normalization)}")
+    st.latex(r"x_{l+1} = x_l + f_l(x_l):\qquad \begin{aligned} \mathrm{Var}(x_{l+1}) &= \mathrm{Var}(x_l) + 1 "
+             r"&& \text{(BN ends the branch)} \\ \mathrm{Var}(x_{l+1}) &= 2\,\mathrm{Var}(x_l) "
+             r"&& \text{(no normalization)} \end{aligned}")
     measured = ui.computed("Variances at initialization", residual.init_variances, config, blocks, zero_gamma)
     page.chart(residual.init_figure(measured), "branch and skip variance at initialization",
                caption="Variance of all values of a tensor (over the samples of the first training batch and all "
