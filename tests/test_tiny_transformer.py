@@ -161,3 +161,18 @@ def test_post_ln_needs_warm_up_pre_ln_does_not():
     acc = {label: run.curves.test_acc[-1] for label, run in runs.items()}
     assert acc["Post-LN, no warm-up"] < 0.3 < 0.8 < acc["Post-LN, warm-up"]
     assert acc["Pre-LN, no warm-up"] > 0.6
+
+
+@pytest.mark.parametrize("norm,module", [("rmsnorm", lambda: nn.RMSNorm(16)), ("dyt", lambda: DyT(16))])
+def test_pre_norm_blocks_with_rmsnorm_or_dyt_match_torch_layer_with_that_norm(norm, module):
+    """torch's pre-norm encoder layer with its norms swapped for RMSNorm / DyT, weights copied."""
+    ref = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0, activation="relu", batch_first=True, norm_first=True)
+    ref.norm1, ref.norm2 = module(), module()
+    _randomize(ref, seed=3)
+    mine = TransformerBlock(16, 4, 24, norm, True)
+    mine.load_state_dict(ref.state_dict())
+    ref.train()
+    mine.train()
+    x = torch.randn(5, 7, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x), ref(x), rtol=1e-5, atol=1e-5)
