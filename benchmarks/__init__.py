@@ -12,6 +12,8 @@
 - ``views``: the default run of every page view (training and figures);
 - ``browser``: time to the first chart of ``streamlit run app.py`` in headless Chromium, and the
   latency of a display-only redraw.
+- ``parallel``: ten independent runs through ``bnviz.executor`` against one after another, and 32
+  browser sessions at once on one server (time until all show results, peak memory).
 
 Why ratios are measured side by side: these machines are shared, so absolute times move with the
 load of the moment. A ratio takes its two sides in alternating order (A B B A ...) in one process,
@@ -41,9 +43,10 @@ class Result:
     samples: list[float]                  # one per repeat; value = their median unless given
     unit: str                             # "x" for ratios, "s", "ms", "MB"
     what: str                             # one-line definition, for the table and the README
-    target: float | None = None           # the budget: value must be <= target
+    target: float | None = None           # the budget: value must be <= target (>= with at_least)
     value: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    at_least: bool = False                # a speed-up: the target is a floor
 
     def __post_init__(self) -> None:
         if self.value is None:
@@ -51,7 +54,14 @@ class Result:
 
     @property
     def met(self) -> bool | None:
-        return None if self.target is None else self.value <= self.target
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.at_least else self.value <= self.target
+
+    @property
+    def bound(self) -> str:
+        """The target as the table prints it: "<= 1.05", ">= 1.8", or nothing."""
+        return "" if self.target is None else f"{'>=' if self.at_least else '<='} {self.target:g}"
 
     def as_json(self) -> dict[str, Any]:
         return {"value": self.value, "median": statistics.median(self.samples), "min": min(self.samples),

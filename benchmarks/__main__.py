@@ -20,7 +20,7 @@ import torch
 
 from . import Result, loadavg, machine
 
-GROUPS = ("norms", "training", "watch", "export", "views", "browser")
+GROUPS = ("norms", "training", "watch", "export", "views", "browser", "parallel")
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -44,7 +44,7 @@ def table(results: list[Result]) -> str:
         j = r.as_json()
         rows.append((r.key, _fmt(r.value, r.unit), _fmt(j["median"], r.unit), _fmt(j["min"], r.unit),
                      _fmt(j["max"], r.unit), str(j["n"]), r.unit,
-                     "" if r.target is None else f"<= {r.target:g}", _verdict(r)))
+                     r.bound, _verdict(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
@@ -64,7 +64,7 @@ def markdown(results: list[Result], info: dict) -> str:
     for r in results:
         j = r.as_json()
         lines.append(f"| `{r.key}` | {_fmt(r.value, r.unit)} {r.unit} | {_fmt(j['min'], r.unit)} | "
-                     f"{_fmt(j['max'], r.unit)} | {'' if r.target is None else f'<= {r.target:g} {r.unit}'} | "
+                     f"{_fmt(j['max'], r.unit)} | {'' if r.target is None else f'{r.bound} {r.unit}'} | "
                      f"{_verdict(r)} | {r.what} |")
     return "\n".join(lines)
 

@@ -1,12 +1,13 @@
 """Load test: several browser sessions train at once on one `streamlit run app.py` server.
 
-Opens ``--sessions`` Chromium contexts (8 by default) on the home page of one server on 127.0.0.1, each
+Opens ``--sessions`` Chromium contexts (8 by default, at most 32) on the home page of one server on 127.0.0.1, each
 with its own link (seed, activation, normalization, a small number of steps), all at once, and waits
 until every session shows its results. Then it checks that each session shows exactly its own
 configuration's results: the metric labels name its normalization, the controls show its settings,
 the URL keeps them, and each test accuracy equals what ``bnviz.train.train`` gives for that config in
 this process (an independent oracle: training is deterministic). Meanwhile it samples the server's
-resident memory. Everything is bounded: the number of sessions, one deadline for the whole test, and
+resident memory (the server's and its training workers'), and counts the sessions that were shown their
+place in the training queue (a server trains at most one run per core at a time). Everything is bounded: the number of sessions, one deadline for the whole test, and
 every wait in the polling loop.
 
     .venv/bin/python tools/load_test.py [--sessions 8] [--steps 200] [--timeout 240]
@@ -32,8 +33,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 NORMS = ("batchnorm", "layernorm", "reference", "groupnorm")
-MAX_SESSIONS = 16
-MAX_RSS_MB = 3072
+MAX_SESSIONS = 32
+MAX_RSS_MB = 2048   # the server and its training workers together
 POLL_S = 1.0
 
 # What a session's page shows, read in one evaluation (Streamlit's data-testid attributes).
@@ -49,6 +50,7 @@ READ_PAGE = """() => {
     values: text('[data-testid="stMetricValue"]'),
     charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,
     errors: text('[data-testid="stAlertContentError"]').concat(text('[data-testid="stException"]')),
+    queued: text('[data-testid="stAlertContentInfo"]').filter(t => t.includes('Waiting for a free training slot')),
     activation: selectbox('Activation'),
     norm: selectbox('Normalization'),
     url: location.href,
@@ -147,6 +149,7 @@ class Report:
     rss_end_mb: float = 0.0
     torch_threads: int = 0
     distinct_results: int = 0
+    saw_queue: int = 0                                          # sessions shown their place in the queue
     problems: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -161,6 +164,7 @@ class Report:
             f"server CPU time         {self.server_cpu_s:.1f} s",
             f"torch threads (ui)      {self.torch_threads}",
             f"distinct results        {self.distinct_results} of {self.sessions} sessions",
+            f"shown a queue place     {self.saw_queue} of {self.sessions} sessions (while others trained)",
             f"problems                {len(self.problems)}",
         ]
         return "\n".join(lines + [f"  - {p}" for p in self.problems])
@@ -241,12 +245,15 @@ def _drive(url: str, params: list[dict[str, str]], timeout_s: float, browser, re
             pages.append(page)
         pending = set(range(len(params)))
         titled: set[int] = set()
+        queued: set[int] = set()
         while pending and time.monotonic() < deadline:
             for k in sorted(pending):
                 try:
                     state = pages[k].evaluate(READ_PAGE)
                 except PlaywrightError:
                     continue  # the page is still loading; try again on the next round
+                if state["queued"] and k not in queued:
+                    queued.add(k)
                 if state["title"] and k not in titled:
                     titled.add(k)
                     report.first_s.append(time.monotonic() - started)
@@ -259,6 +266,7 @@ def _drive(url: str, params: list[dict[str, str]], timeout_s: float, browser, re
                     pending.discard(k)
             time.sleep(POLL_S)
         report.wall_s = time.monotonic() - started
+        report.saw_queue = len(queued)
         for k in sorted(pending):
             report.problems.append(f"session {k} ({params[k]}): no results after {timeout_s:.0f} s")
     finally:
