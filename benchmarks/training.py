@@ -78,7 +78,7 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
     optimizer = make_optimizer(config, model)
     xb, yb = data.x_train[:config.batch_size], data.y_train[:config.batch_size]
     model.train()
-    recorder = Recorder(model, model.recorded_layers(), history.edges)
+    recorder = Recorder(model, model.recorded_layers(), history.edges, batch_stats=False)  # as train() records
 
     def snapshot() -> None:
         recorder.arm()
