@@ -610,9 +610,12 @@ class Page:
                 st.rerun()
         for label, run in runs.items():
             report_run(label, run.history)
-        first = {label: cfg.seed for label, cfg in configs.items()}
-        self.seed_runs = {label: [runs[lab] for lab in (seeds.seed_label(label, s + k, s) for k in range(n))
-                                  if lab in runs] for label, s in first.items()}
+        # The seeds every label has a run of (a run stopped before its first record has none): the
+        # k-th run of each label is then the same seed's, which is what pairs them.
+        named = {label: [seeds.seed_label(label, cfg.seed + k, cfg.seed) for k in range(n)]
+                 for label, cfg in configs.items()}
+        common = [k for k in range(n) if all(names[k] in runs for names in named.values())]
+        self.seed_runs = {label: [runs[names[k]] for k in common] for label, names in named.items()}
         if n > 1:
             self._seed_summary(compare)
         return {label: runs[label] for label in configs if label in runs}
@@ -620,10 +623,12 @@ class Page:
     def _seed_summary(self, compare: Sequence[tuple[str, str]] | None) -> None:
         """Final accuracy over seeds per run (mean ± half the 95 % interval) and a verdict per pair."""
         histories = {label: [r.history for r in rs] for label, rs in self.seed_runs.items() if rs}
-        first = next(iter(self.seed_runs.values()))[0].config.seed
-        summary = seeds.summarize(histories, [first + k for k in range(self.n_seeds)], compare)
+        if not histories:
+            return
+        summary = seeds.summarize(histories, [r.config.seed for r in next(iter(self.seed_runs.values()))], compare)
+        first = summary.seeds[0]
         with st.container(border=True):
-            st.markdown(f"**Across {self.n_seeds} seeds**")
+            st.markdown(f"**Across {len(summary.seeds)} seeds**")
             cols = st.columns(min(len(summary.headlines), 4))
             for i, (label, text) in enumerate(summary.headlines.items()):
                 cols[i % len(cols)].metric(f"final test accuracy, {label}", text,

@@ -3,8 +3,9 @@
 Runs ``tools/load_test.py`` against its own `streamlit run app.py` on 127.0.0.1 (started with the
 suite's ``start_server``, so its memory can be sampled from a known, fresh process) with the suite's
 Chromium. Asserts that every session finishes and shows exactly its own configuration's results (test
-accuracies equal to in-process training of that config), that the server's peak RSS stays under 3 GB,
-that bnviz.ui limits torch to one thread, and that all sessions show results within five minutes.
+accuracies equal to in-process training of that config), that the peak RSS of the server and its
+training workers stays under 2 GB, that bnviz.ui limits torch to one thread,
+and that all sessions show results within five minutes.
 
 And one session over a long time: runs interrupted by a rerun leave partial histories in the session,
 of which only the newest few are kept.
