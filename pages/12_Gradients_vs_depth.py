@@ -3,7 +3,7 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from bnviz import ui
+from bnviz import seeds, ui
 from bnviz.config import problems
 from bnviz.experiments import depth_gradients as experiment
 from bnviz.views import depth
@@ -20,7 +20,7 @@ page = ui.Page(
 SETTINGS = asdict(depth.Settings())
 
 with ui.guard():
-    config = page.config(depth.DEFAULT, main=("width",), view={**SETTINGS, "step": 10})
+    config = page.config(depth.DEFAULT, main=("width",), view={**SETTINGS, "step": 10}, seeds=True)
     page.view_settings(SETTINGS, depth.coerce)
     layers = page.view_control(st.select_slider, "depth", "Layers (Linear layers before the classifier)",
                                depth.DEPTHS, help="Every network has this many Linear layers of the chosen width.")
@@ -42,12 +42,20 @@ with ui.guard():
                caption="Frobenius norm of the gradient of the mini-batch's mean cross-entropy with respect to each "
                        "layer's weight matrix, on the first training batch (BN in training mode: batch statistics). "
                        "Dashed: the growth of 1.211 per layer, drawn from the BN network's last layer; it was checked "
-                       "by Monte-Carlo (wide networks, large batches: 1.20-1.21 per layer) before being drawn here.")
+                       "by Monte-Carlo (wide networks, large batches: 1.20-1.21 per layer) before being drawn here."
+                       + (f" Figures: seed {config.seed}; the measured growth below is over {page.n_seeds} seeds."
+                          if page.n_seeds > 1 else ""))
     bn = at_init[experiment.KINDS["bn"]]
+    growths = [experiment.fitted_growth(bn.norms[0])] + [
+        experiment.fitted_growth(ui.computed(f"Gradients at initialization, seed {config.seed + k}", depth.init_runs,
+                                             config.replace(seed=config.seed + k), layers)[bn.label].norms[0])
+        for k in range(1, page.n_seeds)]
     cols = st.columns(3)
-    cols[0].metric("measured growth per layer, BN-ReLU no skips", f"{experiment.fitted_growth(bn.norms[0]):.3f}",
+    cols[0].metric("measured growth per layer, BN-ReLU no skips", seeds.headline(growths, scale=1.0, unit="", digits=3),
                    help="Least-squares fit of log ||dL/dW_l|| against l, leaving out 3 layers at each end; the "
-                        "factor by which the gradient grows per layer toward the input.")
+                        "factor by which the gradient grows per layer toward the input"
+                        + (f"; mean ± half the 95 % t-interval over {page.n_seeds} seeds (other weights and "
+                           "batches)." if page.n_seeds > 1 else "."))
     cols[1].metric("theory (Yang et al. 2019)", f"{experiment.GROWTH:.3f}",
                    help="sqrt(pi / (pi - 1)) for ReLU, in the limit of large batches and widths.")
     cols[2].metric("first / last layer, BN-ReLU no skips", f"{bn.growth()[0]:.3g}",

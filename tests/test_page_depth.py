@@ -42,3 +42,12 @@ def test_a_link_sets_the_step_and_bad_values_are_noted():
     assert at.session_state["depth.view.step"] == 20
     at = page(step="x").run()
     assert not at.exception and any("step" in w.value for w in at.warning)
+
+
+@pytest.mark.timeout(600)
+def test_seeds_give_an_interval_of_the_growth():
+    at = page(seeds="3").run()
+    assert not at.exception and not at.error
+    growth = next(m for m in at.metric if m.label == "measured growth per layer, BN-ReLU no skips")
+    mean, half = (float(v) for v in growth.value.split(" ± "))
+    assert 1.0 < mean < 1.5 and 0 < half < 0.3
