@@ -56,8 +56,8 @@ def _gone(pid: int) -> bool:
 
 
 def _no_children_left() -> bool:
-    return not [c for c in psutil.Process().children(recursive=True)
-                if "resource_tracker" not in " ".join(c.cmdline())]
+    """No spawned worker left (other pools of the test process, forkserver ones, are not ours)."""
+    return not [c for c in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
 
 
 def test_results_by_rank_and_processes_joined(tmp_path):
@@ -71,15 +71,15 @@ def test_a_failing_worker_ends_the_job_with_its_message(tmp_path):
     with pytest.raises(DistributedError, match="worker 1 failed: RuntimeError: planted failure"):
         run_workers(_rank1_fails, 2, (str(tmp_path),), timeout_s=120)
     assert time.monotonic() - start < 60          # not the job's time limit: rank 0 is killed
-    pids = _pids(tmp_path, 2)
-    assert len(pids) == 2 and all(_gone(p) for p in pids) and _no_children_left()
+    pids = _pids(tmp_path, 2, wait_s=0)           # rank 0 may have been stopped before it wrote its pid
+    assert pids and all(_gone(p) for p in pids) and _no_children_left()
 
 
 def test_the_time_limit_stops_every_process(tmp_path):
     start = time.monotonic()
-    with pytest.raises(DistributedError, match="did not finish within 8 s"):
-        run_workers(_sleeps, 2, (str(tmp_path),), timeout_s=8)
-    assert time.monotonic() - start < 20
+    with pytest.raises(DistributedError, match="did not finish within 30 s"):   # start-up (torch) fits in 30 s
+        run_workers(_sleeps, 2, (str(tmp_path),), timeout_s=30)
+    assert time.monotonic() - start < 45
     pids = _pids(tmp_path, 2, wait_s=0)
     assert len(pids) == 2 and all(_gone(p) for p in pids) and _no_children_left()
 
