@@ -33,6 +33,9 @@ def control(widget, name: str, label: str, *args, **kwargs):
 with ui.guard():
     config = page.config(view.DEFAULT, main=("dropout", "depth", "width", "activation", "placement"),
                          view=view.VIEW_DEFAULTS, seeds=True)
+    if not config.has_norm:
+        st.info(view.NEEDS_NORM)
+        st.stop()
     st.latex(r"y=\frac{m\,x}{p},\ m\sim\mathrm{Bernoulli}(p):\qquad \mathrm{Var}_\text{train}(y)=\frac{c^2+v}{p}-c^2,"
              r"\qquad \mathrm{Var}_\text{eval}(y)=v,\qquad \text{ratio}=\frac{(c^2+v)/p-c^2}{v}")
     st.caption("x: the unit's value before dropout, with mean c and variance v over the data; p: keep probability "

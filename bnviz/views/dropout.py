@@ -36,6 +36,10 @@ def ordering_label(config: Config, position: str) -> str:
     return "Linear-" + "-".join(parts)
 
 
+NEEDS_NORM = ("This page measures what dropout does to the BatchNorm after it: with placement \"no "
+              "normalization\" there is no BN to disturb. Choose BN before or after the activation.")
+
+
 def ordering_configs(config: Config) -> dict[str, Config]:
     return {ordering_label(config, pos): config.replace(dropout_position=pos) for pos in DROPOUT_POSITIONS}
 
