@@ -22,7 +22,9 @@ DISPLAY = {"shift": 1.0, "scale": 2.0, "source": experiment.run_label("Pre-LN", 
            "norm_layer": "blocks.0.norm1"}
 
 with ui.guard():
-    config = page.config(transformer.DEFAULT, view={**SETTINGS, **DISPLAY}, seeds=True)
+    # the task is generated in code: no data set control
+    config = page.config(transformer.DEFAULT, sidebar=tuple(n for n in ui.SHARED if n != "dataset"),
+                         view={**SETTINGS, **DISPLAY}, seeds=True)
     page.view_settings(SETTINGS, transformer.coerce)
     c1, c2, c3 = st.columns(3)
     layers = page.view_control(c1.select_slider, "layers", "Transformer blocks", transformer.LAYERS,

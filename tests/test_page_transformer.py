@@ -48,3 +48,11 @@ def test_seeds_give_intervals_and_paired_verdicts():
     post = next(m for m in at.metric if m.label == "test accuracy, Post-LN, warm-up")
     assert "±" in post.value
     assert "over 2 seeds" in " ".join(md.value for md in at.markdown)
+
+
+@pytest.mark.timeout(900)
+def test_no_data_set_control_the_task_is_generated():
+    at = page(dataset="mnist").run()
+    assert not at.exception and not at.error
+    assert not [s for s in at.selectbox if s.key == "dataset"]
+    assert any("dataset has no control on this page" in w.value for w in at.warning)
