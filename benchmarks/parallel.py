@@ -9,7 +9,9 @@
   and with Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) a busy
   machine gives this session one share of the CPU however many processes it runs, so the ratio
   tends to 1 under load. The detail also reports the cores each side kept busy (CPU seconds of
-  this process, and of its workers, per wall second): about 1 and ``slots`` on an idle machine.
+  this process, and of its workers, per wall second): about 1 and ``slots`` on an idle machine, and
+  ``ceiling``: the same ratio for a pure-Python loop (no torch, nothing to send back) measured right
+  before, the most any pool could get from the machine at that moment.
 - ``load_32_sessions_s`` / ``load_32_peak_rss_mb``: ``tools/load_test.py`` with 32 browser sessions
   at once on one ``streamlit run app.py`` (each its own config, 200 steps): seconds until every
   session shows its own results, and the peak resident memory of the server and its workers.
@@ -46,6 +48,26 @@ def _autogroup() -> str | None:
         return None
 
 
+def spin(n: int, report: object = None) -> int:
+    """A pure-Python loop: CPU work with nothing to import, send or unpack."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def _ceiling(pool, n: int) -> float:
+    """One after another / side by side for ``slots`` copies of :func:`spin`: what the machine
+    gives a pool of processes right now."""
+    t = time.perf_counter()
+    for _ in range(pool.slots):
+        spin(n)
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    pool.map(spin, [(n,)] * pool.slots)
+    return serial / (time.perf_counter() - t)
+
+
 def _speedup(quick: bool) -> Result:
     import torch
 
@@ -66,6 +88,7 @@ def _speedup(quick: bool) -> Result:
         def parallel() -> list:
             return [executor.unpack(p).history for p in pool.map(executor.train_packed, [(c,) for c in configs])]
 
+        ceiling = [round(_ceiling(pool, 2_000_000 if quick else 20_000_000), 2)]
         walls: dict[str, list[float]] = {"serial": [], "parallel": []}
         cores: dict[str, list[float]] = {"serial": [], "parallel": []}
         load = [loadavg()[0]]
@@ -77,13 +100,14 @@ def _speedup(quick: bool) -> Result:
                 walls[name].append(time.perf_counter() - t)
                 cores[name].append(round((_cpu_seconds() - cpu) / walls[name][-1], 2))
             load.append(loadavg()[0])
+        ceiling.append(round(_ceiling(pool, 2_000_000 if quick else 20_000_000), 2))
         ratios = [s / p for s, p in zip(walls["serial"], walls["parallel"])]
         return Result("parallel_speedup_10_runs", ratios, "x",
                       "10 default runs one after another / the same through the executor (wall time; >= 1.8 on "
                       "2 idle cores)", target=1.8, at_least=True,
                       detail={"serial_s": walls["serial"], "parallel_s": walls["parallel"], "slots": pool.slots,
                               "cores": os.cpu_count(), "pool_start_s": round(warm_up_s, 2),
-                              "cores_busy": cores, "loadavg_1min": load, "autogroup": _autogroup()})
+                              "cores_busy": cores, "ceiling": ceiling, "loadavg_1min": load, "autogroup": _autogroup()})
     finally:
         pool.shutdown()
 
