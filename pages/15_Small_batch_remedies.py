@@ -75,6 +75,11 @@ with ui.guard():
     page.chart(figs.two_class(result), "two-class batches",
                caption="Left: test accuracy after training (eval mode) with i.i.d. batches (grey) and with two-class "
                        "batches (red), same batch size. Right: test accuracy during training on two-class batches.")
+    page.chart(figs.renorm_factors(result), "batch renorm corrections",
+               caption="Batch Renorm's r and d in its first layer at every step of the two-class run: the median and "
+                       "the range over the layer's channels, and the clipping limits (dotted: [1/r_max, r_max] and "
+                       "[-d_max, d_max], 1 and 0 during the warm-up). r and d are computed from the running statistics "
+                       "before the step's update and carry no gradient; clipped values sit on a dotted line.")
     cols = st.columns(len(sb.REMEDIES))
     by = sb.by_label(result.two_class)
     for col, (label, pair) in zip(cols, by.items()):

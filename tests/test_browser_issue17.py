@@ -8,7 +8,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 # (address, charts drawn, artifact name, a text the page shows once trained)
 PAGES = [
-    ("/Small_batch_remedies?steps=100&width=32&depth=2", 2, "small_batch", "GroupNorm + WS: two-class batches"),
+    ("/Small_batch_remedies?steps=100&width=32&depth=2", 3, "small_batch", "GroupNorm + WS: two-class batches"),
     ("/Gradient_accumulation?steps=100&width=32&depth=2", 3, "grad_accumulation", "BN eval gap"),
     ("/BN_across_devices?steps=100&width=32&depth=2", 3, "data_parallel", "synchronized BN, 4 per device"),
     ("/Weight_decay_and_BN?steps=200&width=32&depth=2", 2, "weight_decay", "gradient norm ratio"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = {"small_batch": 2, "grad_accumulation": 3, "data_parallel": 3, "weight_decay": 2}
+FIGURES = {"small_batch": 3, "grad_accumulation": 3, "data_parallel": 3, "weight_decay": 2}
 
 
 @pytest.mark.timeout(1200)

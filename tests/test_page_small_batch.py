@@ -18,12 +18,12 @@ def page(**query) -> AppTest:
 def test_draws_both_figures_with_their_numbers_and_keeps_settings_in_the_url():
     at = page(ghost_size="2").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 3
     labels = [m.label for m in at.metric]
     assert "BatchNorm: two-class batches" in labels and "GroupNorm + WS: two-class batches" in labels
     assert at.session_state["small_batch.view.ghost_size"] == 2
     at.select_slider(key="small_batch.view.r_max").set_value(1.5).run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert not at.exception and len(at.get("plotly_chart")) == 3
     assert at.query_params["r_max"] == "1.5" and at.query_params["ghost_size"] == "2"
 
 

@@ -75,3 +75,19 @@ def test_study_shape_and_two_class_bn_loses_more_than_gn_ws():
     for r in result.two_class:
         drop[r.remedy] += r.final_acc if r.sampling == "iid" else -r.final_acc
     assert drop["batchnorm"] > drop["gn_ws"] + 0.03
+
+
+def test_batch_renorm_factors_stay_within_the_schedule():
+    """Recorded r and d: exactly 1 and 0 during the warm-up, within [1/r_max, r_max] and
+    [-d_max, d_max] after, and clipped at the limits at some step (two-class batches are far from
+    the running statistics)."""
+    config = CONFIG.replace(steps=90)
+    run = sb.train_remedy(config, sb.Remedy("renorm", r_max=2.0, d_max=1.0), "two-class")
+    r, d, limits = run.renorm_r, run.renorm_d, run.renorm_limits
+    assert r.shape == d.shape == (90, 32) and limits.shape == (90, 2)
+    warm = config.steps // 6
+    assert np.all(r[:warm] == 1) and np.all(d[:warm] == 0)
+    np.testing.assert_allclose(limits[-1], [2.0, 1.0])
+    assert np.all(r <= limits[:, :1] + 1e-6) and np.all(r >= 1 / limits[:, :1] - 1e-6)
+    assert np.all(np.abs(d) <= limits[:, 1:] + 1e-6)
+    assert np.any(np.isclose(np.abs(d[-10:]), 1.0))

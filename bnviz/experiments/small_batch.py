@@ -137,6 +137,24 @@ class EvalCurve(Callback):
                 self.progress(done)
 
 
+class RenormFactors(Callback):
+    """The first Batch Renorm layer's r and d after every training forward pass, and the limits of
+    that step (read from the layer: it only reads, never changes it)."""
+
+    def __init__(self, layer: BatchRenorm):
+        self.layer = layer
+        self.r: list[np.ndarray] = []
+        self.d: list[np.ndarray] = []
+        self.limits: list[tuple[float, float]] = []
+
+    def before_step(self, step, model, x, y):
+        self.limits.append(self.layer.schedule.limits(int(self.layer.num_batches_tracked)))
+
+    def after_forward(self, step, logits, loss, y):
+        self.r.append(self.layer.last_r.numpy().copy())
+        self.d.append(self.layer.last_d.numpy().copy())
+
+
 @dataclass(frozen=True)
 class RemedyRun:
     remedy: str                  # Remedy.kind
@@ -147,6 +165,11 @@ class RemedyRun:
     test_acc: np.ndarray         # eval mode (BN variants: running statistics), at eval_steps
     losses: np.ndarray           # training cross-entropy of every step's batch
     diverged_at: int | None
+    # Batch Renorm only: the first layer's r and d at every step, (steps, C) each, and the limits
+    # (r_max, d_max) they were clipped to, (steps, 2).
+    renorm_r: np.ndarray | None = None
+    renorm_d: np.ndarray | None = None
+    renorm_limits: np.ndarray | None = None
 
     @property
     def final_acc(self) -> float:
@@ -168,12 +191,17 @@ def train_remedy(config: Config, remedy: Remedy, sampling: str = "iid", *, data:
               else _iid_batches(data, config.batch_size, generator))
     curve = EvalCurve(data, config.eval_every, config.steps, progress)
     curve.evaluate(model, 0)
-    end = run_loop(model, optimizer, stream, config.steps, [curve])
+    factors = RenormFactors(model.blocks[0].norm) if remedy.kind == "renorm" else None
+    end = run_loop(model, optimizer, stream, config.steps, [curve] + ([factors] if factors else []))
     if end.diverged_at is not None:
         curve.evaluate(model, end.done)
+    renorm = {}
+    if factors is not None and factors.r:
+        renorm = dict(renorm_r=np.stack(factors.r), renorm_d=np.stack(factors.d),
+                      renorm_limits=np.asarray(factors.limits[:len(factors.r)]))
     return RemedyRun(remedy=remedy.kind, label=remedy.label, batch_size=config.batch_size, sampling=sampling,
                      eval_steps=np.asarray(curve.eval_steps), test_acc=np.asarray(curve.test_acc),
-                     losses=np.asarray(curve.losses), diverged_at=end.diverged_at)
+                     losses=np.asarray(curve.losses), diverged_at=end.diverged_at, **renorm)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Figures of the small-batch remedies page: accuracy against batch size, and on two-class batches."""
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from ..experiments.small_batch import RemedyStudy, by_label
-from .common import color, styled, subplots
+from .common import color, rgba, styled, subplots
 
 
 def sweep(study: RemedyStudy) -> go.Figure:
@@ -43,3 +44,31 @@ def two_class(study: RemedyStudy) -> go.Figure:
     batch = study.two_class[0].batch_size if study.two_class else 0
     return styled(fig, f"Batches of two classes each (batch {batch}): eval mode meets statistics it never trained with")
 
+
+
+def renorm_factors(study: RemedyStudy) -> go.Figure:
+    """Batch Renorm's r and d in its first layer at every step of the two-class run: the median and
+    the range over channels, and the clipping limits of the schedule."""
+    run = next((r for r in study.two_class if r.remedy == "renorm" and r.sampling == "two-class"), None)
+    fig = subplots(rows=1, cols=2, subplot_titles=("r = clip(sigma_B / sigma)", "d = clip((mu_B - mu) / sigma)"))
+    if run is None or run.renorm_r is None:
+        return styled(fig, "Batch Renorm's corrections (no Batch Renorm run)")
+    steps = np.arange(len(run.renorm_r))
+    for col, (values, low, high) in enumerate(((run.renorm_r, 1 / run.renorm_limits[:, 0], run.renorm_limits[:, 0]),
+                                               (run.renorm_d, -run.renorm_limits[:, 1], run.renorm_limits[:, 1])),
+                                              start=1):
+        name = "rd"[col - 1]
+        fig.add_scatter(x=steps, y=values.max(axis=1), mode="lines", line=dict(width=0), showlegend=False,
+                        hoverinfo="skip", row=1, col=col)
+        fig.add_scatter(x=steps, y=values.min(axis=1), mode="lines", line=dict(width=0), fill="tonexty",
+                        fillcolor=rgba(color(1), 0.25), name="range over channels", legendgroup="range",
+                        showlegend=col == 1, hoverinfo="skip", row=1, col=col)
+        fig.add_scatter(x=steps, y=np.median(values, axis=1), mode="lines", line=dict(color=color(1), width=2),
+                        name="median over channels", legendgroup="median", showlegend=col == 1, row=1, col=col,
+                        hovertemplate=f"step %{{x}}<br>median {name} %{{y:.3f}}<extra></extra>")
+        for bound in (low, high):
+            fig.add_scatter(x=steps, y=bound, mode="lines", line=dict(color="#7f7f7f", dash="dot"),
+                            name="clipping limits", legendgroup="limits", showlegend=col == 1 and bound is low,
+                            row=1, col=col, hovertemplate=f"step %{{x}}<br>limit %{{y:.3f}}<extra></extra>")
+    fig.update_xaxes(title_text="step")
+    return styled(fig, f"Batch Renorm's corrections in its first layer, two-class batches of {run.batch_size}")

@@ -83,7 +83,8 @@ def seed_summary(results: Sequence[sb.RemedyStudy], seed_list: Sequence[int]) ->
 def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),
                  progress: Report | None = None) -> dict[str, go.Figure]:
     result = study(config, settings, progress)
-    return {"remedies by batch size": figs.sweep(result), "two-class batches": figs.two_class(result)}
+    return {"remedies by batch size": figs.sweep(result), "two-class batches": figs.two_class(result),
+            "batch renorm corrections": figs.renorm_factors(result)}
 
 
 VIEW = View(slug="small_batch", title="Small-batch remedies", default=DEFAULT, runs=runs, figures=make_figures)
