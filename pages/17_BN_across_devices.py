@@ -7,7 +7,7 @@ from bnviz import ui
 from bnviz.distributed import DistributedError
 from bnviz.experiments import data_parallel as dp
 from bnviz.figures import data_parallel as figs
-from bnviz.views import data_parallel as view
+from bnviz.views import data_parallel as view, seeded
 
 st.set_page_config(page_title="bnviz: BN across devices", page_icon="📊", layout="wide")
 
@@ -21,7 +21,7 @@ page = ui.Page(
 SETTINGS = asdict(view.Settings())
 
 with ui.guard():
-    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS)
+    config = page.config(view.DEFAULT, main=("depth", "width", "activation"), view=SETTINGS, seeds=True)
     page.view_settings(SETTINGS, view.coerce)
     processes = int(page.view_control(
         st.select_slider, "processes", "Processes (devices)", list(view.OPTIONS["processes"]),
@@ -42,13 +42,19 @@ with ui.guard():
         "**Synchronized BN** is bnviz's CPU version of `torch.nn.SyncBatchNorm` (which refuses CPU tensors): the "
         "per-channel sums, sums of squares and counts are all-reduced in the forward pass, the gradient sums in the "
         "backward pass, so every process normalizes by the statistics of the global batch.")
+    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.runs_per_seed(config))
+    if note:
+        st.warning(note)
     try:
-        result = ui.computed(f"Data-parallel job ({processes} processes)", view.study, config, processes)
+        results = [ui.computed(f"Data-parallel job ({processes} processes), seed {s}", view.study,
+                               config.replace(seed=s), processes) for s in seed_list]
     except DistributedError as exc:
         st.error(f"**The data-parallel job did not complete.** {exc}. Its processes have been stopped. Try again, "
                  "with fewer steps or processes if the machine is busy.")
         st.stop()
-    st.caption(f"The job took {result.elapsed_s:.1f} s, process start-up included.")
+    result = results[0]
+    st.caption(f"The job took {result.elapsed_s:.1f} s, process start-up included"
+               + (f"; one job per seed, {len(results)} in all." if len(results) > 1 else "."))
     page.chart(figs.accuracy_by_per_device(result), "accuracy by per-device batch",
                caption="Share of the held-out test set classified correctly after training, in eval mode with rank "
                        "0's running statistics (the weights are the same in every process). Hover for the global "
@@ -79,4 +85,7 @@ with ui.guard():
                            "default): each forward starts from rank 0's buffers, so the processes differ by one "
                            "update; False: each keeps its own and they drift apart; synchronized BN: all update with "
                            "the global statistics and stay equal.")
+    if len(results) > 1:
+        with st.container(border=True):
+            st.markdown(seeded.markdown(view.seed_summary(results, seed_list)))
     page.download_all()

@@ -45,3 +45,10 @@ def test_bad_input_is_explained():
     assert "processes" in warning and "channel" in warning
     assert any("batch of one" in e.value for e in at.error)
     assert not at.get("plotly_chart")
+
+
+def test_seeds_run_one_job_each_and_pair_plain_with_synchronized_bn():
+    at = page(seeds="2", steps="100", width="16").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Across 2 seeds" in text and "synchronized BN, 4 per device" in text and "over 2 seeds" in text

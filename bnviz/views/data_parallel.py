@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
 
+from .. import seeds
 from ..config import Config, problems
 from ..data import load
 from ..experiments import data_parallel as dp
 from ..figures import data_parallel as figs
 from ..train import Run
-from . import View
+from . import View, seeded
 from .settings import snap
 
 DEFAULT = Config(steps=200, width=64, batch_size=4, eval_every=50, record_every=5)
@@ -46,6 +47,23 @@ def study(config: Config, processes: int, progress: Report | None = None) -> dp.
     worker's failure."""
     load(config)
     return dp.run(config, processes, dp.DEFAULT_PER_DEVICE, progress)
+
+
+def runs_per_seed(config: Config) -> int:
+    """Networks one job trains (each in every process)."""
+    return len(dp.variants_for(config.batch_size, dp.DEFAULT_PER_DEVICE))
+
+
+def seed_summary(results: Sequence[dp.Study], seed_list: Sequence[int]) -> seeds.SeedSummary:
+    """Over seeds (one job each): rank 0's final accuracy at the page's per-device batch, plain
+    against synchronized BN."""
+    values: dict[str, list[float]] = {}
+    for study_of_seed in results:
+        for mode in dp.MODES:
+            variant = dp.Variant(mode, study_of_seed.config.batch_size)
+            values.setdefault(variant.label, []).append(study_of_seed.accuracy(variant))
+    labels = list(values)
+    return seeded.summarize(values, seed_list, [(labels[1], labels[0])])
 
 
 def make_figures(config: Config, trained: Mapping[str, Run], settings: Settings = Settings(),
