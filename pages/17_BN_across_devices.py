@@ -42,7 +42,7 @@ with ui.guard():
         "**Synchronized BN** is bnviz's CPU version of `torch.nn.SyncBatchNorm` (which refuses CPU tensors): the "
         "per-channel sums, sums of squares and counts are all-reduced in the forward pass, the gradient sums in the "
         "backward pass, so every process normalizes by the statistics of the global batch.")
-    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.runs_per_seed(config))
+    seed_list, note = seeded.seed_list(config.seed, page.n_seeds, view.runs_per_seed(config, processes))
     if note:
         st.warning(note)
     try:

@@ -49,9 +49,9 @@ def study(config: Config, processes: int, progress: Report | None = None) -> dp.
     return dp.run(config, processes, dp.DEFAULT_PER_DEVICE, progress)
 
 
-def runs_per_seed(config: Config) -> int:
-    """Networks one job trains (each in every process)."""
-    return len(dp.variants_for(config.batch_size, dp.DEFAULT_PER_DEVICE))
+def runs_per_seed(config: Config, processes: int) -> int:
+    """Networks one job trains, counted once per process (each process trains every variant)."""
+    return processes * len(dp.variants_for(config.batch_size, dp.DEFAULT_PER_DEVICE))
 
 
 def seed_summary(results: Sequence[dp.Study], seed_list: Sequence[int]) -> seeds.SeedSummary:
