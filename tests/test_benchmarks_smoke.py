@@ -25,7 +25,9 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_baselines_do_the_same_training_work():
     """The ratios' denominators train the same model on the same batches: the bare loop and
     train(record=False) end with the weights train() ends with, bit for bit (so recording and
-    evaluating change nothing in the training itself)."""
+    evaluating change nothing in the training itself). BN's running statistics of a recorded run
+    are replayed from its recorded batch statistics (bnviz.batch_trace, so that a momentum change
+    needs no retraining): equal to torch's own to float32 rounding, not bit for bit."""
     from benchmarks.training import bare_loop
     from bnviz.config import Config
     from bnviz.data import load
@@ -44,7 +46,10 @@ def test_baselines_do_the_same_training_work():
         state = _state(other)
         assert state.keys() == reference.keys()
         for key, value in reference.items():
-            assert torch.equal(state[key], value), key
+            if key.endswith(("running_mean", "running_var")):
+                torch.testing.assert_close(state[key], value, rtol=1e-6, atol=1e-7, msg=key)
+            else:
+                assert torch.equal(state[key], value), key
 
 
 def test_quick_run_writes_every_key(tmp_path):
