@@ -146,27 +146,37 @@ def _channels(norm: nn.Module) -> int:
 
 def _per_channel(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``x`` laid out as (M, C, rest) with the channel axis second, and the number of values one
-    of the layer's statistics is taken over (the doctor's "values per channel").
+    of the layer's statistics is taken over (the doctor's "values per channel", :func:`_count`).
 
     Batch- and instance-type layers have their channels on axis 1. LayerNorm and RMSNorm normalize
     over their trailing ``normalized_shape``: the channel is its first axis (the last axis for the
-    usual 1-D shape), and each statistic covers ``prod(normalized_shape)`` values of one sample.
-    GroupNorm's statistic covers C/G channels of one sample.
+    usual 1-D shape).
     """
-    family = norm_family(norm)
-    if family in ("layer", "rms"):
+    if norm_family(norm) in ("layer", "rms"):
         shape = tuple(getattr(norm, "normalized_shape", None) or x.shape[-1:])
-        k = len(shape)
-        lead = x.reshape(-1, *x.shape[x.dim() - k:])          # (M, *normalized_shape)
-        return lead.reshape(lead.shape[0], lead.shape[1], -1), int(np.prod(shape))
+        lead = x.reshape(-1, *x.shape[x.dim() - len(shape):])          # (M, *normalized_shape)
+        return lead.reshape(lead.shape[0], lead.shape[1], -1), _count(norm, x.shape)
     if x.dim() < 2:
         return x.reshape(-1, 1, 1), x.numel()
-    x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    return x.reshape(x.shape[0], x.shape[1], -1), _count(norm, x.shape)
+
+
+def _count(norm: nn.Module, shape: torch.Size) -> int:
+    """The number of values one statistic of ``norm`` covers for an input of ``shape``, from the
+    shape alone (the hooks run it on every recorded forward pass): N*H*W for BatchNorm, H*W for
+    InstanceNorm, C/G*H*W for GroupNorm, prod(normalized_shape) for LayerNorm and RMSNorm."""
+    family = norm_family(norm)
+    if family in ("layer", "rms"):
+        normalized = getattr(norm, "normalized_shape", None) or shape[-1:]
+        return int(np.prod(tuple(normalized)))
+    if len(shape) < 2:
+        return int(np.prod(tuple(shape)))
+    rest = int(np.prod(tuple(shape[2:])))
     if family == "group":
-        return x3, x3.shape[2] * x.shape[1] // max(int(getattr(norm, "num_groups", 1)), 1)
+        return rest * shape[1] // max(int(getattr(norm, "num_groups", 1)), 1)
     if family == "instance":
-        return x3, x3.shape[2]
-    return x3, x3.shape[0] * x3.shape[2]
+        return rest
+    return shape[0] * rest
 
 
 _VECTORS = ("running_mean", "running_var", "weight", "bias")
@@ -243,7 +253,7 @@ class _LayerHooks:
         x = inputs[0]
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             return
-        self.count = _per_channel(module, x)[1]
+        self.count = _count(module, x.shape)
         self.samples = int(x.shape[0]) if x.dim() > 1 else 1
         if self.recorder.batch_stats:
             self.tensors["norm_input"] = x.detach().clone()
@@ -252,9 +262,9 @@ class _LayerHooks:
         buffers, params = module._buffers, module._parameters
         present = [buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias")]
         present = [v if isinstance(v, torch.Tensor) else None for v in present]   # a forward hook: lazy ones are set
-        flat = [v.float() if v.dim() == 1 else v.reshape(-1).float() for v in present if v is not None]
-        with torch.no_grad():   # parameters require grad; their copy must not
-            joined = torch.cat(flat).numpy() if flat else np.empty(0, np.float32)   # cat copies
+        # detached: parameters require grad, their copy must not; cat copies
+        flat = [v.detach().reshape(-1).float() for v in present if v is not None]
+        joined = torch.cat(flat).numpy() if flat else np.empty(0, np.float32)
         vectors, at = [], 0
         for v in present:
             if v is None:
