@@ -655,6 +655,7 @@ class Page:
                 bar = st.progress(0.0)
                 chart_slot = st.empty() if live is not None else None
                 last_draw, drawn_news = 0.0, False
+                seen: dict[str, History] = {}                # the record of each drawn run last seen
                 sent = _Unchanged()
                 for task in pool.as_completed(tasks.values(), tick=0.25):
                     if task is not None:
@@ -671,9 +672,13 @@ class Page:
                         partials.pop(run.config, None)
                         drawn_news = True
                     live_now = [t for t in tasks.values() if not t.done()]
-                    for t in live_now:
-                        if t.progress is not None and t.progress[2] is not None and len(t.progress[2].snapshots):
-                            partials[configs[label_of[t.id]]] = t.progress[2]
+                    so_far = {label_of[t.id]: t.progress[2] for t in live_now
+                              if t.progress is not None and t.progress[2] is not None}
+                    for lab, history in so_far.items():
+                        if len(history.snapshots):  # a run stopped before its first step has nothing to show
+                            partials[configs[lab]] = history
+                        if lab in own and seen.get(lab) is not history:  # a new record of a drawn run
+                            seen[lab], drawn_news = history, True
                     done = sum(configs[lab].steps for lab, t in tasks.items() if t.done())
                     done += sum(t.progress[0] for t in live_now if t.progress is not None)
                     running = [label_of[t.id] for t in live_now if t.state == executor.RUNNING]
@@ -682,9 +687,8 @@ class Page:
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
                     sent.update(waiting.info, _queue_note(pool, live_now), otherwise=waiting.empty)
                     now = time.monotonic()
-                    if chart_slot is not None and (drawn_news or task is None) and now - last_draw > LIVE_REDRAW_S:
-                        shown = {lab: runs[lab].history if lab in runs else partials.get(configs[lab])
-                                 for lab in own}
+                    if chart_slot is not None and drawn_news and now - last_draw > LIVE_REDRAW_S:
+                        shown = {lab: runs[lab].history if lab in runs else so_far.get(lab) for lab in own}
                         shown = {lab: h for lab, h in shown.items() if h is not None}
                         if shown:
                             last_draw, drawn_news = now, False
