@@ -74,9 +74,13 @@ with ui.guard():
 
     st.header("2. During training")
     labels = list(experiment.variants(zero_gamma))
+    n_seeds = residual.seeds_within_budget(config, blocks, zero_gamma, page.n_seeds)
+    if n_seeds < page.n_seeds:
+        st.warning(f"{page.n_seeds} seeds of {len(labels)} networks of {blocks} blocks for {config.steps} steps would "
+                   f"take too long here: training {n_seeds} seed(s). Fewer blocks or steps allow more seeds.")
     over_seeds = residual.by_seed(ui.computed_many("Training the variants", residual.variant_job,
-                                                   residual.jobs(config, blocks, zero_gamma, page.n_seeds)),
-                                  labels, page.n_seeds)
+                                                   residual.jobs(config, blocks, zero_gamma, n_seeds)),
+                                  labels, n_seeds)
     trained = over_seeds[0]
     for label, run in trained.items():
         if run.curves.diverged_at is not None:
@@ -97,16 +101,15 @@ with ui.guard():
                caption="Left: training cross-entropy of each mini-batch, moving average of 10 steps. Right: share of "
                        "the held-out test set classified correctly in eval mode (BN with its running statistics)."
                        + (f" The curves and part 2's figure show seed {config.seed}; the numbers below are over "
-                          f"{page.n_seeds} seeds." if page.n_seeds > 1 else ""))
+                          f"{n_seeds} seeds." if n_seeds > 1 else ""))
     summary = residual.summarize([{label: run.curves for label, run in runs.items()} for runs in over_seeds],
                                  config.seed)
     cols = st.columns(len(trained))
     for col, (label, text) in zip(cols, summary.headlines.items()):
         col.metric(f"test accuracy, {label}", text,
                    help=f"Eval mode, after {config.steps} updates" + (f"; mean ± half the 95 % interval over "
-                                                                      f"{page.n_seeds} seeds." if page.n_seeds > 1
-                                                                      else "."))
-    if page.n_seeds > 1:
+                                                                      f"{n_seeds} seeds." if n_seeds > 1 else "."))
+    if n_seeds > 1:
         st.markdown("\n".join(f"- {line}" for line in summary.verdicts))
         st.caption(summary.caption)
     page.download_all()

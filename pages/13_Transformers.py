@@ -82,8 +82,12 @@ with ui.guard():
                            "positive scale s disappears (up to eps).")
 
     st.header("3. Warm-up: Post-LN needs it")
-    labels, jobs = transformer.jobs(config, layers, warmup, all_variants, page.n_seeds)
-    over_seeds = residual.by_seed(ui.computed_many("Training", transformer.run_job, jobs), labels, page.n_seeds)
+    n_seeds = transformer.seeds_within_budget(config, layers, all_variants, page.n_seeds)
+    labels, jobs = transformer.jobs(config, layers, warmup, all_variants, n_seeds)
+    if n_seeds < page.n_seeds:
+        st.warning(f"{page.n_seeds} seeds of {len(labels)} networks of {layers} blocks for {config.steps} steps would "
+                   f"take too long here: training {n_seeds} seed(s). Fewer blocks, steps or networks allow more seeds.")
+    over_seeds = residual.by_seed(ui.computed_many("Training", transformer.run_job, jobs), labels, n_seeds)
     trained = over_seeds[0]
     for label, run in trained.items():
         if run.curves.diverged_at is not None:
@@ -94,16 +98,16 @@ with ui.guard():
                        "training cross-entropy per token, moving average of 10 steps. Chance is 10 %. Dotted: the end "
                        "of the warm-up."
                        + (f" The curves and part 4 show seed {config.seed}; the numbers below are over "
-                          f"{page.n_seeds} seeds." if page.n_seeds > 1 else ""))
+                          f"{n_seeds} seeds." if n_seeds > 1 else ""))
     summary = residual.summarize([{label: run.curves for label, run in runs.items()} for runs in over_seeds],
                                  config.seed)
     cols = st.columns(min(len(trained), 5))
     for i, (label, text) in enumerate(summary.headlines.items()):
         cols[i % len(cols)].metric(f"test accuracy, {label}", text,
                                    help=f"Per token, eval mode, after {config.steps} updates"
-                                        + (f"; mean ± half the 95 % interval over {page.n_seeds} seeds."
-                                           if page.n_seeds > 1 else "."))
-    if page.n_seeds > 1:
+                                        + (f"; mean ± half the 95 % interval over {n_seeds} seeds."
+                                           if n_seeds > 1 else "."))
+    if n_seeds > 1:
         st.markdown("\n".join(f"- {line}" for line in summary.verdicts))
         st.caption(summary.caption.replace("Final test accuracy", "Final test accuracy per token"))
 

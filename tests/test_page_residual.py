@@ -54,3 +54,14 @@ def test_seeds_give_intervals_and_paired_verdicts():
     assert "±" in pre.value
     text = " ".join(md.value for md in at.markdown)
     assert "over 2 seeds" in text
+
+
+@pytest.mark.timeout(900)
+def test_seeds_beyond_the_work_budget_are_cut_with_a_note():
+    from bnviz.views import residual
+    assert residual.seeds_within_budget(residual.DEFAULT, 8, False, 20) == 8         # 5 x 8 blocks x 300 steps
+    assert residual.seeds_within_budget(residual.DEFAULT.replace(arch="cnn"), 8, False, 3) == 1
+    at = page(seeds="20", blocks="16", steps="200", width="256").run()
+    assert not at.exception and not at.error
+    assert any("would take too long here: training 1 seed(s)" in w.value for w in at.warning)
+    assert "±" not in next(m for m in at.metric if m.label == "test accuracy, pre-activation BN").value

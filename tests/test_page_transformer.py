@@ -56,3 +56,10 @@ def test_no_data_set_control_the_task_is_generated():
     assert not at.exception and not at.error
     assert not [s for s in at.selectbox if s.key == "dataset"]
     assert any("dataset has no control on this page" in w.value for w in at.warning)
+
+
+def test_seeds_within_the_work_budget():
+    from bnviz.views import transformer
+    config = transformer.DEFAULT
+    assert transformer.seeds_within_budget(config, 3, False, 5) == 5          # 4 networks x 3 blocks x 300 steps
+    assert transformer.seeds_within_budget(config, 6, True, 20) == 1         # 10 networks x 6 blocks

@@ -68,6 +68,18 @@ def trained(config: Config, blocks: int, zero_gamma: bool,
     return residual.train_all(config, blocks, zero_gamma, progress)
 
 
+# Work a page asks for at most, in block-steps (a block of 64 units for one step; wider MLP blocks
+# count width / 64, a CNN block 5): ~1-2 minutes on two busy cores. 1 seed is always trained.
+WORK_BUDGET = 100_000
+
+
+def seeds_within_budget(config: Config, blocks: int, zero_gamma: bool, n_seeds: int) -> int:
+    """How many of ``n_seeds`` seeds the page trains: as many as :data:`WORK_BUDGET` allows, at least one."""
+    weight = 5 if config.arch == "cnn" else max(1.0, config.width / 64)
+    per_seed = len(residual.variants(zero_gamma)) * blocks * config.steps * weight
+    return max(1, min(n_seeds, int(WORK_BUDGET // per_seed)))
+
+
 def variant_job(config: Config, label: str, blocks: int, zero_gamma: bool, report: Any = None) -> residual.ResidualRun:
     """One variant trained (a job of :func:`bnviz.ui.computed_many`: one worker process each)."""
     style, zero = residual.variants(zero_gamma)[label]

@@ -66,6 +66,17 @@ def trained(config: Config, layers: int, warmup: int, all_variants: bool,
     return experiment.train_variants(config, layers, warmup, trained_variants(all_variants), progress)
 
 
+# Work a page asks for at most, in layer-steps (one block for one step): ~1-2 minutes on two busy
+# cores. 1 seed is always trained.
+WORK_BUDGET = 30_000
+
+
+def seeds_within_budget(config: Config, layers: int, all_variants: bool, n_seeds: int) -> int:
+    """How many of ``n_seeds`` seeds the page trains: as many as :data:`WORK_BUDGET` allows, at least one."""
+    per_seed = 2 * len(trained_variants(all_variants)) * layers * config.steps
+    return max(1, min(n_seeds, WORK_BUDGET // per_seed))
+
+
 def run_job(config: Config, variant: str, layers: int, warmup: int, report: Any = None) -> experiment.TransformerRun:
     """One variant trained (a job of :func:`bnviz.ui.computed_many`: one worker process each)."""
     return experiment.train_one(config, variant, layers, warmup)
