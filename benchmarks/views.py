@@ -11,10 +11,10 @@ import time
 from bnviz.train import train
 from bnviz.views import depth, registry, residual, transformer
 
+from . import Result
+
 # Views that draw a fast figure before they train: their key is the time to that first figure.
 FIRST_FIGURE = {v.VIEW.slug: v.first_figure for v in (residual, depth, transformer)}
-
-from . import Result
 
 
 def view_runs(quick: bool) -> list[Result]:
