@@ -699,8 +699,11 @@ class Page:
                                 for i, fig in enumerate([drawn] if isinstance(drawn, go.Figure) else drawn):
                                     st.plotly_chart(fig, theme=None, key=f"{self.slug}.live.{self._live_draws}.{i}")
                 status.update(label="Training done", state="complete", expanded=False)
-                if chart_slot is not None:
-                    chart_slot.empty()
+                if chart_slot is not None and self._live_draws:
+                    # An empty container, not an empty element, in place of the live charts' container:
+                    # the slot stays a block (Streamlit's AppTest cannot read a block turned back into
+                    # an element whose children it has seen).
+                    chart_slot.container()
         finally:
             for task in tasks.values():
                 if not task.done():
