@@ -653,7 +653,9 @@ class Page:
                 st.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
                 waiting = st.empty()
                 bar = st.progress(0.0)
-                chart_slot = st.empty() if live is not None else None
+                # One slot per live figure, in a container made now: a slot is only ever a chart
+                # or nothing (an element turned into a block and back confuses AppTest's reading).
+                live_box, live_slots = (st.container() if live is not None else None), []
                 last_draw, drawn_news = 0.0, False
                 seen: dict[str, History] = {}                # the record of each drawn run last seen
                 sent = _Unchanged()
@@ -687,7 +689,7 @@ class Page:
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
                     sent.update(waiting.info, _queue_note(pool, live_now), otherwise=waiting.empty)
                     now = time.monotonic()
-                    if chart_slot is not None and drawn_news and now - last_draw > LIVE_REDRAW_S:
+                    if live_box is not None and drawn_news and now - last_draw > LIVE_REDRAW_S:
                         shown = {lab: runs[lab].history if lab in runs else so_far.get(lab) for lab in own}
                         shown = {lab: h for lab, h in shown.items() if h is not None}
                         if shown:
@@ -695,15 +697,14 @@ class Page:
                             # a key of its own per drawing: two drawings with the same content would collide
                             self._live_draws += 1
                             drawn = live(shown)
-                            with chart_slot.container():
-                                for i, fig in enumerate([drawn] if isinstance(drawn, go.Figure) else drawn):
-                                    st.plotly_chart(fig, theme=None, key=f"{self.slug}.live.{self._live_draws}.{i}")
+                            for i, fig in enumerate([drawn] if isinstance(drawn, go.Figure) else drawn):
+                                if i == len(live_slots):
+                                    live_slots.append(live_box.empty())
+                                live_slots[i].plotly_chart(fig, theme=None,
+                                                           key=f"{self.slug}.live.{self._live_draws}.{i}")
                 status.update(label="Training done", state="complete", expanded=False)
-                if chart_slot is not None and self._live_draws:
-                    # An empty container, not an empty element, in place of the live charts' container:
-                    # the slot stays a block (Streamlit's AppTest cannot read a block turned back into
-                    # an element whose children it has seen).
-                    chart_slot.container()
+                for slot in live_slots:
+                    slot.empty()
         finally:
             for task in tasks.values():
                 if not task.done():
