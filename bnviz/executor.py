@@ -249,11 +249,14 @@ class _WorkerContext(type(multiprocessing.get_context(CONTEXT))):
     Process = _WorkerProcess
 
 
+PRELOAD = ["bnviz.executor", "bnviz.train"]   # what the forkserver imports once, for every worker
+
+
 class _LocalPool:
     def __init__(self, slots: int):
         ctx = _WorkerContext()
         if CONTEXT == "forkserver":
-            ctx.set_forkserver_preload(["bnviz.executor", "bnviz.train"])
+            ctx.set_forkserver_preload(PRELOAD)
         self.progress = ctx.Queue()
         self.cancelled = ctx.Array("q", [-1] * CANCEL_RING, lock=False)
         self._ctx, self._slots = ctx, slots

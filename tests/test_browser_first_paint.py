@@ -73,7 +73,11 @@ def test_torch_is_imported_at_lowest_priority_while_the_first_chart_is_drawn(pag
         assert 19 in found["nice"] and 0 in found["nice"], found["nice"]
         # The browser's word ends the server's wait: the page trains at once. Without it the
         # server would wait 6 s from sending the chart, ~3.5 s or more after the browser drew it.
-        assert 0 < training_s - drawn_s < 3.0
+        # Training runs in worker processes (bnviz.executor) that a new server starts when bnviz.ui
+        # is imported, after this chart: their forkserver imports torch first (~2 s of CPU), so the
+        # first training chart comes 3.8-4.8 s after it (measured 2026-12-05 at load 5), where the
+        # in-process training of before took under 3 s. Waiting for the 6 s would add those 6 s.
+        assert 0 < training_s - drawn_s < 6.0
         assert page.locator(".js-plotly-plot").count() >= 2
     finally:
         stop.set()
