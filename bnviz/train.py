@@ -496,7 +496,6 @@ def with_momentum(run: Run, momentum: float | None) -> Run | None:
     return Run(config=config, history=history, model=derived, dataset=data, trace=trace, eval_weights=run.eval_weights)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Per-step curves for the experiments that look at the model between updates
 

@@ -270,6 +270,11 @@ class Page:
                 cols = st.columns(3)
                 for i, n in enumerate(n for n in main if n not in sidebar):
                     values[n] = _widget(n, self._key(n), cols[i % 3])
+                if "momentum" in main:
+                    st.caption("BN momentum changes nothing in training (in training mode BN normalizes with "
+                               "each batch's own statistics); it only sets the running statistics eval mode "
+                               "uses. Moving it recomputes them from the batch statistics recorded at every "
+                               "step, without training again.")
         config = base.replace(**values)
         self._warn_url_notes()
         self._config_for_url = {k: v for k, v in config.to_query().items() if k in names}
