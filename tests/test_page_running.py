@@ -104,7 +104,7 @@ def test_make_figures_returns_every_figure_of_the_page():
     trained = {label: train(cfg) for label, cfg in running.runs(base, extra=()).items()}
     figs = running.VIEW.figures(base, trained)
     assert len(figs) == 5 and "stream running mean" in figs
-    with zipfile.ZipFile(io.BytesIO(export.figures_zip(figs, png=False))) as zf:
+    with zipfile.ZipFile(io.BytesIO(export.figures_zip(figs, images=()))) as zf:
         assert sum(name.endswith(".csv") for name in zf.namelist()) == 5
 
 
