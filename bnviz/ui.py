@@ -651,7 +651,12 @@ class Page:
         pool = executor.shared()
         tasks = {label: pool.submit(executor.train_packed, configs[label], key=RunStore.key(configs[label]))
                  for label in todo}
-        label_of = {task.id: label for label, task in tasks.items()}
+        # Labels with the very same config share one task (the executor runs a config once): every
+        # one of them gets its run.
+        labels_of: dict[int, list[str]] = {}
+        for label, task in tasks.items():
+            labels_of.setdefault(task.id, []).append(label)
+        unique = list({task.id: task for task in tasks.values()}.values())
         total_steps = sum(configs[label].steps for label in todo)
         try:
             with st.status(f"Training {len(todo)} network(s)…", expanded=True) as status:
@@ -664,22 +669,22 @@ class Page:
                 last_draw, drawn_news = 0.0, False
                 seen: dict[str, History] = {}                # the record of each drawn run last seen
                 sent = _Unchanged()
-                for task in pool.as_completed(tasks.values(), tick=0.25):
+                for task in pool.as_completed(unique, tick=0.25):
                     if task is not None:
-                        label = label_of[task.id]
                         try:
                             run = executor.unpack(task.result())
                         except (DataNotFoundError, DataFormatError) as exc:
                             status.update(label="Data missing", state="error")
                             st.error(str(exc))
                             st.stop()
-                        runs[label] = run
+                        for label in labels_of[task.id]:
+                            runs[label] = run
                         if run.history.finished or run.history.diverged_at is not None:
                             store.put(run.config, run)
                         partials.pop(run.config, None)
                         drawn_news = True
                     live_now = [t for t in tasks.values() if not t.done()]
-                    so_far = {label_of[t.id]: t.progress[2] for t in live_now
+                    so_far = {lab: t.progress[2] for t in live_now for lab in labels_of[t.id]
                               if t.progress is not None and t.progress[2] is not None}
                     for lab, history in so_far.items():
                         if len(history.snapshots):  # a run stopped before its first step has nothing to show
@@ -688,7 +693,7 @@ class Page:
                             seen[lab], drawn_news = history, True
                     done = sum(configs[lab].steps for lab, t in tasks.items() if t.done())
                     done += sum(t.progress[0] for t in live_now if t.progress is not None)
-                    running = [label_of[t.id] for t in live_now if t.state == executor.RUNNING]
+                    running = [labels_of[t.id][0] for t in live_now if t.state == executor.RUNNING]
                     sent.update(bar.progress, round(min(done / total_steps, 1.0), 2),
                                  text=f"{len(tasks) - len(live_now)} of {len(tasks)} done"
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
