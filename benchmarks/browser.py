@@ -320,22 +320,26 @@ def _prepare_and_act(page, control: dict[str, Any], state: dict[str, Any]):
     return root.locator("label").first.click
 
 
-def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
+def _trained_histograms(browser, server: Server, query: str, init_script: str | None = None):
+    """A new browser context on the histograms page (``query`` appended), once its runs are
+    trained and drawn and the script run is over: (context, page); close the context after."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    if init_script is not None:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.set_default_timeout(300_000)
+    page.goto(server.url + HISTOGRAMS_PATH + query)
+    page.wait_for_selector(CHART)
+    _wait_idle(page)
+    return context, page
+
+
+def redraw(browser, quick: bool, server: Server) -> Result | None:
     if not HISTOGRAMS_PAGE.exists():
         return None
     changes = 2 if quick else 15
-    own_server = server is None
-    if own_server:
-        server = Server()
-        server.wait_healthy()
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.add_init_script(_JS_TAP_WEBSOCKET)
-    page = context.new_page()
-    page.set_default_timeout(300_000)
+    context, page = _trained_histograms(browser, server, "?steps=100" if quick else "", _JS_TAP_WEBSOCKET)
     try:
-        page.goto(server.url + HISTOGRAMS_PATH + ("?steps=100" if quick else ""))
-        page.wait_for_selector(CHART)
-        _wait_idle(page)
         controls = _controls(page)
         if not controls:
             raise RuntimeError(f"no display controls keyed {VIEW_PREFIX}* on {HISTOGRAMS_PATH}")
@@ -375,8 +379,6 @@ def redraw(browser, quick: bool, server: Server | None = None) -> Result | None:
                 harness.append(w["harness"])
     finally:
         context.close()
-        if own_server:
-            server.stop()
     samples = [v for vs in latencies.values() for v in vs]
     per_control = {cls.removeprefix("st-key-"): spread(v, digits=1) for cls, v in latencies.items() if v}
     kinds = {c["cls"].removeprefix("st-key-"): c["kind"] for c in controls}
@@ -409,13 +411,8 @@ def momentum_change(browser, quick: bool, server: Server) -> Result:
     """From the key press that moves the slider to the page's last change (any element: the slider,
     the charts, Streamlit's running indicator), once nothing has changed for a second."""
     moves = 2 if quick else 8
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(300_000)
+    context, page = _trained_histograms(browser, server, "?steps=100" if quick else "")
     try:
-        page.goto(server.url + HISTOGRAMS_PATH + ("?steps=100" if quick else ""))
-        page.wait_for_selector(CHART)
-        _wait_idle(page)
         page.evaluate(_JS_PAGE_CHANGES)
         control, state = {"cls": MOMENTUM_SLIDER, "kind": "slider"}, {}
         settled: list[float] = []
@@ -447,14 +444,10 @@ _JS_FIRST_LIVE_HISTOGRAM = """() => [...document.querySelectorAll('[data-testid=
 
 def live_first_histogram(browser, quick: bool, server: Server) -> Result:
     repeats = 1 if quick else 3
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(300_000)
+    # 1,000 steps in quick mode too: a shorter run can end before its first live chart is due
+    context, page = _trained_histograms(browser, server, "?steps=1000")
     took: list[float] = []
     try:
-        page.goto(server.url + HISTOGRAMS_PATH + "?steps=" + ("200" if quick else "1000"))
-        page.wait_for_selector(CHART)
-        _wait_idle(page)
         seed = page.locator(".st-key-seed input").first
         for i in range(repeats):
             seed.fill(str(100 + i))

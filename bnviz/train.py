@@ -386,7 +386,7 @@ class _Recording(Callback):
 def _traced_norm_stats(snap: Snapshot, trace: BatchTrace, running: dict[int, tuple[np.ndarray, np.ndarray]]) -> Snapshot:
     """``snap`` with each traced layer's batch statistics (the biased variance BN normalizes
     with, from the trace's unbiased one) and running statistics (of the config's momentum)."""
-    batch = trace.batch_stats(trace.done - 1)
+    batch = trace.batch_stats(snap.step)
     norms = dict(snap.norms)
     for i, stats in snap.norms.items():
         if i in batch:

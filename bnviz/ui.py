@@ -246,6 +246,9 @@ class Page:
         ``seeds``: the page compares runs; the sidebar offers the Seeds control (URL key ``seeds``),
         and :meth:`train` trains every run at that many seeds (:attr:`n_seeds`).
         """
+        # Every page that offers a setting of its normalization layers offers affine beside it.
+        if "affine" not in main and {"norm", "placement", "momentum", "eps"} & set(main):
+            main = (*main, "affine")
         names = list(sidebar) + [n for n in main if n not in sidebar]
         view = {**(view or {}), "seeds": 1} if seeds else (view or {})
         self._seed_from_url(base, names, view)
@@ -260,12 +263,6 @@ class Page:
             if seeds:
                 self.n_seeds = self._seeds_control()
         if main:
-            # Every page that offers a setting of its normalization layers offers affine beside it.
-            if "affine" not in main and {"norm", "placement", "momentum", "eps"} & set(main):
-                main = (*main, "affine")
-                names.append("affine")
-                if self._key("affine") not in st.session_state:
-                    st.session_state[self._key("affine")] = _widget_value("affine", base.affine)
             with st.expander("Network and normalization settings", expanded=True):
                 cols = st.columns(3)
                 for i, n in enumerate(n for n in main if n not in sidebar):

@@ -90,3 +90,11 @@ def test_placement_no_normalization_trains_one_network_without_any_norm(training
     at = _app(placement="none")
     assert not at.exception
     assert len(trainings) == 1 and not trainings[0].has_norm
+
+
+@pytest.mark.timeout(600)
+def test_affine_beside_the_norm_settings_follows_the_link(trainings):
+    at = _app(affine="false")
+    assert not at.exception
+    assert at.toggle(key="histograms.affine").value is False
+    assert trainings and all(not c.affine for c in trainings)
