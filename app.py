@@ -17,4 +17,4 @@ st.navigation({
                       default=entry.number == navigation.HOME)
               for entry in entries]
     for section, entries in navigation.sections(APP_DIR).items()
-}).run()
+}, expanded=True).run()   # every section in sight: collapsed, the sidebar hid the last three behind "View more"

@@ -130,12 +130,14 @@ def _collect(processes: list, messages: Any, world_size: int, deadline: float, t
         try:
             kind, rank, payload = messages.get(timeout=POLL_S)
         except queue_module.Empty:
-            for rank, p in enumerate(processes):
-                if rank not in results and p.exitcode is not None:
-                    raise DistributedError(f"worker {rank} exited (code {p.exitcode}) before it finished")
+            # The time limit first: on a starved machine this loop may wake only after the workers'
+            # own watchdogs (5 s later) have ended them, and that is still the time limit.
             if time.monotonic() > deadline:
                 raise DistributedError(f"the {world_size} processes did not finish within {timeout_s:g} s; "
                                        "they were stopped (the machine may be busy: try fewer steps)")
+            for rank, p in enumerate(processes):
+                if rank not in results and p.exitcode is not None:
+                    raise DistributedError(f"worker {rank} exited (code {p.exitcode}) before it finished")
             continue
         if kind == "error":
             raise DistributedError(f"worker {rank} failed: {payload}")

@@ -209,6 +209,20 @@ def _widget_value(name: str, value: Any) -> Any:
     return bool(value)
 
 
+def _leave_pages_folder_mode() -> None:
+    """Serve every page through app.py's st.navigation, the first run of a new server included.
+
+    Until some run has called st.navigation, Streamlit takes the ``pages/`` folder for its old
+    multipage mode: a new server's first visitor who opens a view's address (not ``/``) gets that
+    page script run directly, under a sidebar that lists "app" and no sections, and every later
+    visitor too until someone opens ``/``. Rerunning sends this run through app.py instead.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 class Page:
     """One view: its controls, URL, training, charts and exports."""
 
@@ -216,6 +230,7 @@ class Page:
 
     def __init__(self, slug: str, title: str | None, caption: str | None = None):
         """``title`` None: the page has drawn its own title (the home page does, before torch)."""
+        _leave_pages_folder_mode()
         self.slug = slug
         self.figures: dict[str, go.Figure] = {}
         self.animations: dict[str, Callable[[], bytes]] = {}  # file name -> its GIF, made on demand

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import ARTIFACTS, wait_for_charts
+from conftest import ARTIFACTS, start_server, stop_server, wait_for_charts
 
 pytestmark = pytest.mark.browser
 
@@ -17,14 +17,32 @@ def _idle(page, timeout_ms: int = 300_000) -> None:
 def test_sidebar_has_sections_and_the_home_page_is_called_home(page, app_url):
     page.goto(app_url)
     nav = page.locator("[data-testid='stSidebarNav']")
-    nav.wait_for()
+    nav.get_by_text("Your runs").first.wait_for()
     text = nav.inner_text()
+    assert not re.search(r"View \d+ more", text), "every section in sight, none folded away"
     for section in ("Basics", "Training dynamics", "Inference", "Your runs"):
         assert section in text
     assert "Home" in text and "app" not in text.split()
     # an address from before the sections still opens its view
     page.goto(app_url + "/Running_statistics?steps=100")
     page.get_by_text("Running statistics", exact=False).first.wait_for()
+
+
+def test_a_new_servers_first_visitor_on_a_views_address_gets_the_sections(browser):
+    """Before any run has called st.navigation, Streamlit serves the pages/ folder its old way
+    (a sidebar with "app" and no sections); the first visitor's deep link must not be served so."""
+    proc, url = start_server()
+    try:
+        page = browser.new_page()
+        page.goto(url + "/Running_statistics?steps=100")
+        nav = page.locator("[data-testid='stSidebarNav']")
+        nav.get_by_text("Training dynamics").wait_for(timeout=60_000)
+        assert "app" not in nav.inner_text().split()
+        assert page.locator("h1").first.inner_text().startswith("Running statistics")
+        assert "/Running_statistics" in page.url
+        page.close()
+    finally:
+        stop_server(proc)
 
 
 def test_momentum_slider_moves_without_training_and_the_histograms_play(page, app_url):
