@@ -53,6 +53,8 @@ class BatchTrace:
         there is nothing to trace (no BN tracking running statistics) or it would be too large."""
         norms = [(i, m) for i, m in norms if getattr(m, "track_running_stats", False)
                  and isinstance(getattr(m, "running_mean", None), torch.Tensor)]
+        if any(m.running_mean.dtype != torch.float32 or m.running_var.dtype != torch.float32 for _, m in norms):
+            return None      # the trace is float32 rows; other buffers train without one
         width = 2 * sum(int(m.running_mean.numel()) for _, m in norms)
         if not norms or steps * width > MAX_VALUES:
             return None
@@ -88,10 +90,12 @@ class BatchTrace:
                     m.running_mean.zero_()
                     m.running_var.fill_(1.0)
 
-    def finish(self, stats: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+    def finish(self, stats: dict[int, tuple[np.ndarray, np.ndarray]] | None) -> None:
         """Give the layers back their momentum and the running statistics ``stats`` (those of the
-        last step captured); keep nothing live, as the trace travels with its run."""
-        self._load(stats)
+        last step captured; None: no step was, the buffers keep torch's initial values); keep
+        nothing live, as the trace travels with its run."""
+        if stats is not None:
+            self._load(stats)
         for m, original in zip(self._modules, self._momenta):
             m.momentum = original
         self._modules, self._buffers = [], []

@@ -127,14 +127,16 @@ def _collect(processes: list, messages: Any, world_size: int, deadline: float, t
         if progress is not None:
             steps, total = sum(d for d, _ in done.values()), sum(t for _, t in done.values())
             progress(steps, total, f"{world_size} processes, {len(results)} finished")
+        # Checked at every message, not only when none comes: workers that report progress more
+        # often than POLL_S would otherwise never meet the time limit (their own watchdogs, 5 s
+        # later, would end them with a misleading "exited" instead). The time limit first: on a
+        # starved machine this loop may wake only after those watchdogs fired, and that is still it.
+        if time.monotonic() > deadline:
+            raise DistributedError(f"the {world_size} processes did not finish within {timeout_s:g} s; "
+                                   "they were stopped (the machine may be busy: try fewer steps)")
         try:
             kind, rank, payload = messages.get(timeout=POLL_S)
         except queue_module.Empty:
-            # The time limit first: on a starved machine this loop may wake only after the workers'
-            # own watchdogs (5 s later) have ended them, and that is still the time limit.
-            if time.monotonic() > deadline:
-                raise DistributedError(f"the {world_size} processes did not finish within {timeout_s:g} s; "
-                                       "they were stopped (the machine may be busy: try fewer steps)")
             for rank, p in enumerate(processes):
                 if rank not in results and p.exitcode is not None:
                     raise DistributedError(f"worker {rank} exited (code {p.exitcode}) before it finished")

@@ -379,8 +379,8 @@ class _Recording(Callback):
             self.eval_weights = {s: w for s, w in self.eval_weights.items() if s in kept}
 
     def finish(self) -> None:
-        if self.trace is not None and self.trace.done:
-            self.trace.finish(self.replay.at(self.trace.done - 1))
+        if self.trace is not None:
+            self.trace.finish(self.replay.at(self.trace.done - 1) if self.trace.done else None)
 
 
 def _traced_norm_stats(snap: Snapshot, trace: BatchTrace, running: dict[int, tuple[np.ndarray, np.ndarray]]) -> Snapshot:
