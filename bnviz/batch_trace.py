@@ -122,13 +122,25 @@ class Replay:
         (-1: before any, torch's initial zeros and ones)."""
         if step < self.step:
             raise ValueError(f"replay is at step {self.step}; it cannot go back to {step}")
-        batches = self.trace.rows.numpy()
-        value = self.value
-        for t in range(self.step + 1, step + 1):
-            f = 1.0 / (t + 1) if self.momentum is None else float(self.momentum)
-            value = ((1.0 - f) * value.astype(np.float64) + f * batches[t].astype(np.float64)).astype(np.float32)
-        self.value, self.step = value, step
-        return _split(value, self.trace.layers, self.trace.sizes)
+        first = self.step + 1
+        if step >= first:
+            ts = np.arange(first, step + 1)
+            f = 1.0 / (ts + 1.0) if self.momentum is None else np.full(len(ts), float(self.momentum))
+            # f * batch for every step at once, in float64; then per step (1 - f) * value + that,
+            # rounded to float32: the very operations of the loop torch runs, with no array made
+            # inside it.
+            weighted = self.trace.rows.numpy()[first:step + 1].astype(np.float64)
+            weighted *= f[:, None]
+            value64 = self.value.astype(np.float64)
+            value32 = self.value.copy()
+            for k, keep in enumerate((1.0 - f).tolist()):
+                np.multiply(value64, keep, out=value64)
+                np.add(value64, weighted[k], out=value64)
+                value32[...] = value64
+                value64[...] = value32
+            self.value = value32
+        self.step = max(step, self.step)
+        return _split(self.value, self.trace.layers, self.trace.sizes)
 
 
 def load_running(norms: Mapping[int, nn.Module], stats: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -465,10 +465,14 @@ def with_momentum(run: Run, momentum: float | None) -> Run | None:
         return replace(run, config=config, history=replace(old, config=config))
     if trace is None or model is None or data is None:
         return None
+    # One pass of the replay over every step asked for (it only moves forward): the snapshots',
+    # those before each evaluation, and the last.
     replay = trace.replay(momentum)
+    at = {step: replay.at(step)
+          for step in sorted({*old.snapshots.steps, *(s - 1 for s in old.evals.steps), trace.done - 1})}
     snapshots = Thinned(cap=old.snapshots.cap, stride=old.snapshots.stride)
     for step, snap in zip(old.snapshots.steps, old.snapshots.items):
-        running = replay.at(step)
+        running = at[step]
         norms = {i: replace(ns, running_mean=running[i][0], running_var=running[i][1]) if i in running else ns
                  for i, ns in snap.norms.items()}
         snapshots.steps.append(step)
@@ -476,17 +480,16 @@ def with_momentum(run: Run, momentum: float | None) -> Run | None:
     derived = copy.deepcopy(model)
     norms = dict(derived.batchnorms())
     evals = Thinned(cap=old.evals.cap, stride=old.evals.stride)
-    replay = trace.replay(momentum)
     with torch.no_grad():
         for step in old.evals.steps:
             if step not in run.eval_weights:
                 return None
             derived.load_state_dict(run.eval_weights[step])
-            load_running(norms, replay.at(step - 1))
+            load_running(norms, at[step - 1])
             evals.steps.append(step)
             evals.items.append(evaluate(derived, data, config, step))
         derived.load_state_dict(model.state_dict())
-        load_running(norms, replay.at(trace.done - 1))
+        load_running(norms, at[trace.done - 1])
     for m in norms.values():
         m.momentum = momentum
     derived.eval()

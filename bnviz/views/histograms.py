@@ -17,6 +17,7 @@ from ..record import TAP_LABELS
 from ..record import IOFFE_PERCENTILES, TENSORBOARD_PERCENTILES, History
 from ..train import Run
 from . import View
+from .memo import training_only
 
 DEFAULT = Config()
 # The taps a user picks from, in the order a value meets them.
@@ -60,19 +61,23 @@ def default_layer(trained: Mapping[str, Run]) -> int:
     return len(next(iter(trained.values())).history.layer_names) - 1
 
 
-# One builder per figure, so a page redraws only the figure whose settings changed.
+# One builder per figure, so a page redraws only the figure whose settings changed; each reads
+# training-mode records only, so a momentum change does not build it again (views.memo).
+@training_only
 def layer_histograms(trained: Mapping[str, Run], *, step: int | None = None, tap: str = "pre_activation",
                      log_y: bool = False) -> go.Figure:
     step = recorded_steps(trained)[-1] if step is None else step
     return figs.layer_histograms(histories(trained), step, tap, log_y=log_y)
 
 
+@training_only
 def percentile_bands(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
                      bands: str = "ioffe", unit: bool = False) -> go.Figure:
     layer = default_layer(trained) if layer is None else layer
     return figs.percentile_bands(histories(trained), layer, tap, unit=unit, bands=BANDS[bands])
 
 
+@training_only
 def histogram_heatmap(trained: Mapping[str, Run], *, layer: int | None = None, tap: str = "pre_activation",
                       log_color: bool = True) -> go.Figure:
     layer = default_layer(trained) if layer is None else layer
@@ -82,6 +87,7 @@ def histogram_heatmap(trained: Mapping[str, Run], *, layer: int | None = None, t
 MAX_FRAMES = figs.MAX_FRAMES
 
 
+@training_only
 def played_histograms(trained: Mapping[str, Run], *, tap: str = "pre_activation") -> go.Figure:
     """The layer histograms at every recorded step, with a Play button and a step slider."""
     return figs.animated_layer_histograms(histories(trained), tap)
