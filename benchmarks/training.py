@@ -3,6 +3,8 @@
 - ``instrumentation_overhead``: ``train(Config())`` (snapshots every 20 steps, evaluations every
   200) over ``train(Config(), record=False)`` (same model, data and batches; no snapshots, no
   evaluations; the per-step loss is kept in both, as the loop needs it to detect divergence).
+  The detail's ``with_batch_trace`` is the same ratio for ``train(Config(), trace=True)``, what
+  the pages with a momentum control run (every step's BN batch statistics kept, 20 pairs).
   ``Config()`` leaves ``bn_diagnostics`` off, as every view but two does; the detail reports the
   recorder's in-run share with it on too (the running-statistics and batch-size views).
 - ``default_run_s`` / ``default_run_vs_bare``: the home page's two runs (``home.runs(Config())``)
@@ -135,6 +137,10 @@ def instrumentation_overhead(quick: bool) -> Result:
     train(config.replace(steps=20), dataset=data, record=False)
     t = interleaved({"recorded": lambda: train(config, dataset=data),
                      "bare": lambda: train(config, dataset=data, record=False)}, rounds)
+    # What a page with a momentum control adds (train(trace=True): every step's BN batch
+    # statistics, kept so that another momentum is derived without training): fewer pairs.
+    traced = interleaved({"traced": lambda: train(config, dataset=data, trace=True),
+                          "bare": lambda: train(config, dataset=data, record=False)}, 2 if quick else 20)
     parts = _components(config, data, quick)
     diagnosed = (train(config.replace(steps=20), dataset=data).model, config.replace(bn_diagnostics=True))
     snapshots = len(range(0, config.steps, config.record_every)) + ((config.steps - 1) % config.record_every != 0)
@@ -146,6 +152,7 @@ def instrumentation_overhead(quick: bool) -> Result:
         "interleaved pairs",
         target=1.05,
         detail={"wall_ratio": spread(ratios(t.wall["recorded"], t.wall["bare"])),
+                "with_batch_trace": spread(ratios(traced.cpu["traced"], traced.cpu["bare"])),
                 "recorded_s": spread(t.wall["recorded"]), "bare_s": spread(t.wall["bare"]),
                 "per_step_cpu_ms": {k: round(statistics.median(v) / config.steps * 1e3, 3) for k, v in t.cpu.items()},
                 "components_cpu_ms": parts, "snapshots": snapshots, "evaluations": evals,

@@ -99,15 +99,16 @@ class PackedRun:
         return self.run.history
 
 
-def train_packed(config: Config, report: Report | None = None) -> PackedRun:
+def train_packed(config: Config, trace: bool = False, report: Report | None = None) -> PackedRun:
     """:func:`bnviz.train.train` of ``config`` in a worker; progress (the history so far) goes
-    through ``report`` at every evaluation, and a False from it stops the run there."""
+    through ``report`` at every evaluation, and a False from it stops the run there. ``trace``:
+    keep the BN batch trace another momentum is derived from (pages with a momentum control)."""
     from .train import train
 
     def progress(done: int, total: int, history: History) -> bool:
         return report is None or report(done, total, history)
 
-    run = train(config, progress)
+    run = train(config, progress, trace=trace)
     state = {k: v.detach().numpy().copy() for k, v in run.model.state_dict().items()}
     return PackedRun(run=dataclasses.replace(run, model=None, dataset=None), state=state)
 

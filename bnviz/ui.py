@@ -227,6 +227,7 @@ class Page:
     """One view: its controls, URL, training, charts and exports."""
 
     n_seeds = 1                                        # seeds every run is trained at (the Seeds control)
+    momentum_control = False                           # the page offers BN momentum: its runs keep a trace
 
     def __init__(self, slug: str, title: str | None, caption: str | None = None):
         """``title`` None: the page has drawn its own title (the home page does, before torch)."""
@@ -265,6 +266,9 @@ class Page:
         if "affine" not in main and {"norm", "placement", "momentum", "eps"} & set(main):
             main = (*main, "affine")
         names = list(sidebar) + [n for n in main if n not in sidebar]
+        # A momentum control is answered from each run's batch trace (bnviz.batch_trace): only
+        # such pages have their runs keep one.
+        self.momentum_control = "momentum" in names
         view = {**(view or {}), "seeds": 1} if seeds else (view or {})
         self._seed_from_url(base, names, view)
         for name in names:
@@ -661,7 +665,8 @@ class Page:
         interrupted (a rerun, Stop) the runs are released: cancelled after a grace period unless
         the next run of the page asks for them again."""
         pool = executor.shared()
-        tasks = {label: pool.submit(executor.train_packed, configs[label], key=RunStore.key(configs[label]))
+        tasks = {label: pool.submit(executor.train_packed, configs[label], self.momentum_control,
+                                    key=RunStore.key(configs[label]))
                  for label in todo}
         # Labels with the very same config share one task (the executor runs a config once): every
         # one of them gets its run.

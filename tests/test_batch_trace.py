@@ -44,7 +44,7 @@ def _assert_same_run(got, want):
 def test_derived_momentum_equals_retraining(norm, momentum):
     base = BASE.replace(norm=norm)
     data = load(base)
-    run = train(base, dataset=data)
+    run = train(base, dataset=data, trace=True)
     assert run.trace is not None and run.trace.done == base.steps
     _assert_same_run(with_momentum(run, momentum), train(base.replace(momentum=momentum), dataset=data))
 
@@ -55,7 +55,8 @@ def test_trace_leaves_the_model_as_plain_training_does():
     losses equal those of a run recorded without any instrumentation (record=False)."""
     config = BASE.replace(momentum=0.2)
     data = load(config)
-    run = train(config, dataset=data)
+    run = train(config, dataset=data, trace=True)
+    assert run.trace is not None
     bare = train(config, dataset=data, record=False)
     assert [m.momentum for _, m in run.model.batchnorms()] == [0.2] * len(run.model.batchnorms())
     assert run.history.losses.items == [item for s, item in zip(bare.history.losses.steps, bare.history.losses.items)
@@ -84,7 +85,7 @@ def test_batch_statistics_of_the_trace_against_the_layer_input(monkeypatch):
 
     original = T.build_for
     monkeypatch.setattr(T, "build_for", build_for_with_hooks)
-    run = train(config, dataset=data)
+    run = train(config, dataset=data, trace=True)
     layers = len(run.model.batchnorms())
     assert len(seen) == config.steps * layers
     for step in range(config.steps):
@@ -96,6 +97,18 @@ def test_batch_statistics_of_the_trace_against_the_layer_input(monkeypatch):
 @pytest.mark.parametrize("norm", ["none", "layernorm"])
 def test_without_batchnorm_momentum_changes_nothing(norm):
     config = BASE.replace(norm=norm, steps=30)
-    run = train(config, dataset=load(BASE))
+    run = train(config, dataset=load(BASE), trace=True)
     assert run.trace is None
     _assert_same_run(with_momentum(run, 0.5), train(config.replace(momentum=0.5), dataset=load(BASE)))
+
+
+def test_a_run_keeps_a_trace_only_when_asked():
+    """The trace serves a momentum control only: without one a run keeps none (and with_momentum
+    then says it cannot derive), and its numbers are the traced run's."""
+    config = BASE.replace(steps=30)
+    data = load(config)
+    plain, traced = train(config, dataset=data), train(config, dataset=data, trace=True)
+    assert plain.trace is None and not plain.eval_weights and traced.trace is not None
+    assert with_momentum(plain, 0.5) is None
+    assert plain.history.losses.items == traced.history.losses.items
+    assert [e.test_acc for e in plain.history.evals.items] == [e.test_acc for e in traced.history.evals.items]

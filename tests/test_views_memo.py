@@ -19,7 +19,7 @@ BUILDERS = [(histograms.layer_histograms, {"tap": "post_activation"}),
 def trained():
     from bnviz.config import Config
     config = Config(steps=60, width=32, depth=2, record_every=10, eval_every=20)
-    return {label: train(cfg) for label, cfg in histograms.runs(config).items()}
+    return {label: train(cfg, trace=True) for label, cfg in histograms.runs(config).items()}
 
 
 @pytest.mark.parametrize("build,settings", BUILDERS, ids=lambda b: getattr(b, "__name__", ""))
