@@ -7,9 +7,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..experiments.landscape import LandscapeRun
+from ..seeds import band
 from ..train import Curves
 from ..experiments.lr_sweep import SweepPoint, largest_stable
 from .common import color, rgba, styled, subplots
+from .seeds import add_band
 
 
 def lr_sweep(points: Sequence[SweepPoint], steps: int) -> go.Figure:
@@ -93,12 +95,35 @@ def landscape(runs: Mapping[str, LandscapeRun]) -> go.Figure:
     fig.update_yaxes(title_text="L(w - eta g), min to max over eta", row=1, col=1)
     fig.update_yaxes(title_text="||g - grad L(w - eta g)||, min to max", row=1, col=2)
     fig.update_yaxes(title_text="max over eta of ||grad change|| / ||eta g||", row=1, col=3)
-    first = next(iter(runs.values()))
-    lr = first.config.lr
-    etas = first.probes[0].etas if first.probes else np.array([])
-    span = f"eta from {etas.min():.3g} to {etas.max():.3g} (= {etas.min() / lr:g} to {etas.max() / lr:g} x lr)" \
+    return styled(fig, f"Loss landscape along the gradient during training, {_span(next(iter(runs.values())))}",
+                  height=440)
+
+
+def _span(run: LandscapeRun) -> str:
+    lr = run.config.lr
+    etas = run.probes[0].etas if run.probes else np.array([])
+    return f"eta from {etas.min():.3g} to {etas.max():.3g} (= {etas.min() / lr:g} to {etas.max() / lr:g} x lr)" \
         if len(etas) else "no probes"
-    return styled(fig, f"Loss landscape along the gradient during training, {span}", height=440)
+
+
+def landscape_over_seeds(runs: Mapping[str, Sequence[LandscapeRun]]) -> go.Figure:
+    """:func:`landscape` over seeds (``runs[label][k]``: seed k's run): at each probed step the mean
+    and 95 % t-interval over seeds of (a) the loss range along the gradient, (b) the largest
+    gradient change, (c) the effective beta -- the per-probe numbers the page's metrics summarize."""
+    fig = subplots(rows=1, cols=3, subplot_titles=(
+        "(a) loss range along the gradient", "(b) gradient predictiveness", "(c) effective β-smoothness"))
+    for i, (label, rs) in enumerate(runs.items()):
+        for col, name in enumerate(("loss_range", "max_grad_diff", "beta"), start=1):
+            add_band(fig, band([r.series(name) for r in rs]), name=label, c=color(i), row=1, col=col,
+                     showlegend=col == 1, mode="lines+markers")
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="max - min over eta of L(w - eta g) (eta = 0 included)", row=1, col=1)
+    fig.update_yaxes(title_text="max over eta of ||g - grad L(w - eta g)||", row=1, col=2)
+    fig.update_yaxes(title_text="max over eta of ||grad change|| / ||eta g||", row=1, col=3)
+    n = max(len(rs) for rs in runs.values())
+    first = next(iter(runs.values()))[0]
+    return styled(fig, f"Loss landscape along the gradient, mean and 95 % CI over {n} seeds, {_span(first)}",
+                  height=440)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -123,3 +148,24 @@ def noisy_training(curves: Mapping[str, Curves], window: int = 10) -> go.Figure:
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     return styled(fig, "BN with random shifts and scales after every BN layer still trains")
+
+
+def _smoothed_loss(cur: Curves, window: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(len(cur.loss)), _smooth(cur.loss, window)
+
+
+def noisy_training_over_seeds(curves: Mapping[str, Sequence[Curves]], window: int = 10) -> go.Figure:
+    """:func:`noisy_training` over seeds (``curves[label][k]``: seed k's run): at each step the mean
+    and 95 % t-interval over seeds of the smoothed training loss and of the test accuracy."""
+    fig = subplots(rows=1, cols=2, subplot_titles=(
+        f"training loss (cross-entropy, moving average of {window} steps)", "test accuracy (eval mode)"))
+    for i, (label, cs) in enumerate(curves.items()):
+        add_band(fig, band([_smoothed_loss(c, window) for c in cs]), name=label, c=color(i), row=1, col=1)
+        add_band(fig, band([(c.eval_steps, c.test_acc) for c in cs]), name=label, c=color(i), row=1, col=2,
+                 showlegend=False, mode="lines+markers")
+    fig.update_xaxes(title_text="step (weight updates)")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    n = max(len(cs) for cs in curves.values())
+    return styled(fig, f"BN with random shifts and scales after every BN layer still trains (mean and 95 % CI over "
+                       f"{n} seeds)")

@@ -11,6 +11,12 @@ with progress):
   runs (the probes never change a run, and the loops are identical), so only the noisy network
   trains again.
 
+Over several seeds (the page's Seeds control) every network of the three experiments trains at each
+seed (:func:`sweep_jobs`, :func:`landscape_jobs`, :func:`noisy_jobs`, seed by seed); seed k gives
+the networks compared the same batches (and the same initial weights where their shapes agree), so
+their comparisons are paired by seed (:mod:`bnviz.seeds`). :func:`make_figures` (the export) draws
+the page's own seed.
+
 The default network is deeper than the home page's (6 hidden layers) and starts from weights twice
 PyTorch's default scale (close to He initialization, x2.45): Santurkar et al. study deep networks
 (VGG, 25-layer linear nets) with such initializations, and the effects are small on a shallow one.
@@ -28,7 +34,7 @@ from ..config import Config
 from ..figures import seeds as seed_figs
 from ..figures.common import color
 from ..figures import why as figs
-from ..seeds import band, paired_difference, verdict
+from ..seeds import Interval, band, headline, mean_interval, paired_difference, verdict
 from ..train import Curves
 from ..train import Run
 from . import View
@@ -36,6 +42,11 @@ from .settings import snap
 
 DEFAULT = Config(depth=6, init_scale=2.0, steps=300, lr=0.05, eval_every=25)
 N_STEP_SIZES = 8
+# Networks trained per seed: the sweep's two at every rate, the two probed ones, the noisy one.
+NETWORKS_PER_SEED = 2 * len(lr_sweep.DEFAULT_LRS) + 3
+# The landscape metrics: Probe property -> what the page calls it.
+LANDSCAPE_METRICS = {"loss_range": "loss range (a)", "max_grad_diff": "gradient change (b)",
+                     "beta": "effective beta (c)"}
 
 # (done, total, text) -- how every experiment here reports progress.
 Report = Callable[[int, int, str], None]
@@ -75,6 +86,20 @@ def runs(config: Config) -> dict[str, Config]:
 def variants(config: Config) -> dict[str, Config]:
     """The network with BatchNorm and the same network without."""
     return {"with BN": config.replace(norm="batchnorm"), "without BN": config.without_norm()}
+
+
+def seeds_within(n_seeds: int, max_runs: int) -> int:
+    """The seeds the page trains at: ``n_seeds``, cut (as :meth:`bnviz.ui.Page.train` cuts them) so
+    that its :data:`NETWORKS_PER_SEED` networks times the seeds stay within ``max_runs``."""
+    n = max(1, n_seeds)
+    if n > 1 and NETWORKS_PER_SEED * n > max_runs:
+        return max(1, max_runs // NETWORKS_PER_SEED)
+    return n
+
+
+def seed_configs(config: Config, n_seeds: int) -> list[Config]:
+    """``config`` at its own seed and the ``n_seeds - 1`` following ones (the first is ``config``)."""
+    return [config.replace(seed=config.seed + k) for k in range(max(1, n_seeds))]
 
 
 def sweep_points(config: Config, progress: Report | None = None) -> list[lr_sweep.SweepPoint]:
@@ -164,6 +189,90 @@ def largest_stable_over_seeds(over_seeds: Sequence[Sequence[lr_sweep.SweepPoint]
     return text + (f", none in {missing} of {len(best)} seeds" if missing else "")
 
 
+def landscape_jobs(config: Config, step_max: float, n_seeds: int = 1) -> list[tuple[Config, float]]:
+    """Arguments of :func:`landscape_run` for both :func:`variants` at ``n_seeds`` seeds, seed by seed."""
+    return [(cfg, step_max) for seeded in seed_configs(config, n_seeds) for cfg in variants(seeded).values()]
+
+
+def noisy_jobs(config: Config, noise_shift: float, noise_scale: float,
+               n_seeds: int = 1) -> list[tuple[Config, float, float]]:
+    """Arguments of :func:`noisy_job` at ``n_seeds`` seeds, seed by seed."""
+    return [(seeded, noise_shift, noise_scale) for seeded in seed_configs(config, n_seeds)]
+
+
+def by_label(results: Sequence[Any], labels: Sequence[str]) -> dict[str, list[Any]]:
+    """Results of jobs listed seed by seed, one per label at each seed (:func:`landscape_jobs`), as
+    ``{label: [result of seed 0, seed 1, ...]}``."""
+    k = len(labels)
+    return {label: list(results[i::k]) for i, label in enumerate(labels)}
+
+
+def landscape_medians(over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]], name: str) -> dict[str, list[float]]:
+    """Each seed's median over the probed steps of the Probe property ``name``, per label."""
+    return {label: [float(np.nanmedian(run.series(name)[1])) if run.probes else np.nan for run in runs]
+            for label, runs in over_seeds.items()}
+
+
+def mean_pm(values: Sequence[float]) -> str:
+    """Mean ± half the 95 % t-interval, three significant digits ("0.412 ± 0.031"); the one value for one."""
+    iv = mean_interval(values)
+    if iv.n == 0:
+        return "n/a"
+    if iv.n < 2:
+        return f"{iv.mean:.3g}"
+    return f"{iv.mean:.3g} ± {iv.half_width:.2g}"
+
+
+def lower_verdict(a: str, b: str, diff: Interval) -> str:
+    """One line on a paired difference ``diff`` of a minus b where lower is better: "with BN lower
+    by 0.2 (95 % CI 0.1 to 0.3) over 5 seeds", or "no difference detectable" when the interval holds 0."""
+    level = f"{diff.level * 100:g} %"
+    if diff.n < 2:
+        return f"{a} vs {b}: one seed, no interval (choose 2 seeds or more for a verdict)"
+    seeds = f"over {diff.n} seeds"
+    if diff.high < 0:
+        return f"{a} lower by {-diff.mean:.3g} ({level} CI {-diff.high:.3g} to {-diff.low:.3g}) {seeds}"
+    if diff.low > 0:
+        return f"{b} lower by {diff.mean:.3g} ({level} CI {diff.low:.3g} to {diff.high:.3g}) {seeds}"
+    return f"{a} vs {b}: no difference detectable {seeds} ({diff.low:.3g} to {diff.high:.3g}, {a} minus {b})"
+
+
+def landscape_summary(over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]]
+                      ) -> dict[str, tuple[dict[str, str], Interval, str]]:
+    """Per landscape metric: each label's mean ± interval of the per-seed medians, the paired
+    difference with BN minus without BN, and its verdict line."""
+    out = {}
+    for name, what in LANDSCAPE_METRICS.items():
+        med = landscape_medians(over_seeds, name)
+        diff = paired_difference(med["with BN"], med["without BN"])
+        out[name] = ({label: mean_pm(v) for label, v in med.items()}, diff,
+                     f"median {what}: " + lower_verdict("with BN", "without BN", diff))
+    return out
+
+
+def final_accuracy(curves: Curves) -> float:
+    """Eval-mode test accuracy at the end; NaN for a run that diverged (left out over seeds)."""
+    return float(curves.test_acc[-1]) if curves.diverged_at is None and len(curves.test_acc) else np.nan
+
+
+def noisy_curves_over_seeds(over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]], noisy: Sequence[Curves],
+                            settings: Settings) -> dict[str, list[Curves]]:
+    """:func:`noisy_curves` at every seed: ``{label: [curves of seed 0, seed 1, ...]}``."""
+    per_seed = [noisy_curves({label: runs[k] for label, runs in over_seeds.items()}, cur, settings)
+                for k, cur in enumerate(noisy)]
+    return {label: [c[label] for c in per_seed] for label in per_seed[0]}
+
+
+def noisy_summary(curves: Mapping[str, Sequence[Curves]]) -> tuple[dict[str, str], list[str]]:
+    """Final test accuracy over seeds ("97.6 % ± 0.5") per label, and the paired verdicts of noisy BN
+    against BN and against no BN (in percentage points)."""
+    acc = {label: [final_accuracy(c) for c in cs] for label, cs in curves.items()}
+    bn, noisy, plain = list(acc)  # noisy_curves' order
+    verdicts = [verdict("noisy BN", other, paired_difference(acc[noisy], acc[label]).scaled(100.0))
+                for other, label in (("BN", bn), ("no BN", plain))]
+    return {label: headline(v) for label, v in acc.items()}, verdicts
+
+
 def landscape_run(config: Config, step_max: float, report: object = None) -> landscape.LandscapeRun:
     """One network of :func:`landscape_runs`, for the executor."""
     return landscape.train_with_probes(config, step_multiples=Settings(step_max=step_max).step_multiples)
@@ -174,11 +283,19 @@ def noisy_job(config: Config, noise_shift: float, noise_scale: float, report: ob
     return noisy_run(config, noise_shift, noise_scale)
 
 
-def landscape_figure(probed: Mapping[str, landscape.LandscapeRun]) -> go.Figure:
+def landscape_figure(probed: Mapping[str, landscape.LandscapeRun],
+                     over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]] | None = None) -> go.Figure:
+    """The page's seed's runs; over several seeds (``over_seeds[label][k]``: seed k's run) the three
+    quantities the metrics summarize, as the mean and 95 % band over seeds at each probed step."""
+    if over_seeds and min(len(runs) for runs in over_seeds.values()) >= 2:
+        return figs.landscape_over_seeds(over_seeds)
     return figs.landscape(probed)
 
 
-def noisy_figure(curves: Mapping[str, Curves]) -> go.Figure:
+def noisy_figure(curves: Mapping[str, Curves], over_seeds: Mapping[str, Sequence[Curves]] | None = None) -> go.Figure:
+    """The page's seed's curves; over several seeds the mean and 95 % band over seeds at each step."""
+    if over_seeds and min(len(cs) for cs in over_seeds.values()) >= 2:
+        return figs.noisy_training_over_seeds(over_seeds)
     return figs.noisy_training(curves)
 
 
