@@ -102,7 +102,7 @@ def test_learning_rate_sweep_over_two_seeds_is_the_mean_of_the_seeds_trained_her
 
     at = open_page("pages/8_Why_BN_helps.py", steps="100", depth="2", seeds="2")
     assert not at.exception and not at.error
-    bands = band_traces(at)
+    bands = [t for t in figures(at)[0].data if t.meta == "band"]   # the sweep's (parts 2 and 3 have theirs)
     assert len(bands) == 4                                 # loss and accuracy, with and without BN
     config = why.DEFAULT.replace(steps=100, depth=2)
     per_seed = [lr_sweep.sweep(config.replace(norm="batchnorm", seed=s)) for s in (0, 1)]
