@@ -2,7 +2,11 @@
 
 For each page (``pages/*.py``, the home page included, found at collection time) one AppTest session opens the
 page, then hypothesis sets random legal values on random controls (options, both ends of every range,
-empty and full multiselects) and reruns, ``FUZZ_EXAMPLES`` times. After every run:
+empty and full multiselects) and reruns, ``FUZZ_EXAMPLES`` times. A change goes to a control no case
+has changed yet while there is one, so the run touches every control it can reach. The pages of
+``HEAVY_PAGES`` (a rerun trains for 15 s or more whatever is capped) get half as many cases; a case
+makes enough changes (1 to ``MAX_CHANGES``, more on a page with many controls) for the cases to
+reach every control. After every run:
 
 - no exception reaches the page, and no error is the catch-all "Something went wrong" of
   ``ui.guard()`` (an unexpected exception the page should have prevented or explained);
@@ -11,11 +15,17 @@ empty and full multiselects) and reruns, ``FUZZ_EXAMPLES`` times. After every ru
   (or, first, why the other settings cannot train).
 
 Values are sent as the browser sends them (the option's label), so no ``format_func`` has to be
-inverted. Training stays small: the shared steps control is kept at 100 or 200 steps.
+inverted. Training stays small: the controls that only set how much is trained (``WORK_CAPS``:
+steps, seeds, width, depth, batch size, world size, micro-batches, fine-tuning steps, the depth
+sweep's deepest network, the transformer's layers) are kept at or below a cap, as the shared steps control always was. Each
+still reaches its low end and values past the page's default; the caps only leave out the sizes
+that make a case train for a minute (a session keeps its settings from case to case, so 20 seeds
+of 6 layers of 256 units at batch 256 on the small-batch page trained 480 such networks per rerun).
 ``BNVIZ_FUZZ_EXAMPLES=50 pytest tests/test_fuzz_pages.py`` runs a deeper search.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -28,8 +38,26 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "pages").glob("*.py"))  # pages/0_Home.py is the home page app.py serves
 FUZZ_EXAMPLES = int(os.environ.get("BNVIZ_FUZZ_EXAMPLES", "8"))
-MAX_CHANGES = 3            # controls changed before one rerun
+MAX_CHANGES = 3            # controls changed before one rerun (more where needed to reach them all)
+# Pages whose every retraining takes 15 s or more at the capped sizes (24 networks a seed for the
+# small-batch page; a spawned two-process job for the devices page): half the cases, more changes each.
+HEAVY_PAGES = ("15_Small_batch_remedies", "17_BN_across_devices")
 MAX_STEPS = 200            # the steps control is kept at or below this
+# Work-size controls (a key, or the last part of one: ``width`` is every page's width) and the
+# largest value a case may give them. Above each cap the page only trains longer.
+WORK_CAPS = {
+    "steps": MAX_STEPS,
+    "shift.view.ft_steps": MAX_STEPS,        # fine-tuning steps
+    "seeds": 2,                              # 1 and 2: the single-run and the over-seeds displays
+    "width": 100,                            # 100: not a multiple of GroupNorm's groups of 16
+    "depth": 4,                              # one past the default 3 (and the layer views it offers)
+    "batch_size": 64,
+    "depth.view.depth": 20,                  # gradients-vs-depth: the deepest network of the sweep
+    "data_parallel.view.processes": 2,       # world size: one process, and more than one (spawned)
+    "data_parallel.view.seeds": 1,           # a spawned job per seed: test_page_data_parallel runs 2 seeds
+    "transformer.view.layers": 4,            # one past the default 3
+    "grad_accumulation.view.micro_batches": 8,
+}
 RUN_TIMEOUT_S = 300
 KINDS = ("selectbox", "select_slider", "slider", "radio", "number_input", "toggle", "checkbox", "multiselect")
 DATA_DIR = os.environ["BNVIZ_DATA_DIR"]  # set by conftest to a folder without MNIST
@@ -58,8 +86,27 @@ def _name(widget) -> str:
     return widget.key or f"{widget.type} {widget.label!r}"
 
 
-def _is_steps(widget) -> bool:
-    return widget.key is not None and (widget.key == "steps" or widget.key.endswith(".steps"))
+def work_cap(widget) -> float | None:
+    """The largest value a case may give ``widget`` (see ``WORK_CAPS``), or None: no cap."""
+    if widget.key is None:
+        return None
+    return WORK_CAPS.get(widget.key, WORK_CAPS.get(widget.key.rsplit(".", 1)[-1]))
+
+
+def _number(label: str) -> float | None:
+    try:
+        return float(label)
+    except ValueError:
+        return None
+
+
+def capped(widget, options: list[str]) -> list[str]:
+    """``options`` (labels) without those above the widget's work cap (the lowest if none is left)."""
+    cap = work_cap(widget)
+    if cap is None:
+        return options
+    kept = [o for o in options if (n := _number(o)) is not None and n <= cap]
+    return kept or options[:1]
 
 
 # Hypothesis needs every case to draw the same kinds of choices whatever the page shows (the controls
@@ -97,9 +144,7 @@ def set_random_value(widget, choice: Choice) -> str:
     """Give ``widget`` a random legal value; return what was done."""
     kind, name = widget.type, _name(widget)
     if kind in ("selectbox", "radio"):
-        options = list(widget.options)
-        if _is_steps(widget):
-            options = [o for o in options if o.isdigit() and int(o) <= MAX_STEPS] or options[:1]
+        options = capped(widget, list(widget.options))
         label = options[choice.pick(len(options))]
         send_labels(widget, [label])
         return f"{name} = {label!r}"
@@ -109,7 +154,7 @@ def set_random_value(widget, choice: Choice) -> str:
         send_labels(widget, chosen)
         return f"{name} = {chosen!r}"
     if kind == "select_slider":
-        options = list(widget.options)
+        options = capped(widget, list(widget.options))
         ends = [choice.pick(len(options))]
         if isinstance(widget.value, (list, tuple)):
             ends = sorted(ends + [choice.pick(len(options))])
@@ -121,9 +166,10 @@ def set_random_value(widget, choice: Choice) -> str:
         if proto.data_type not in (proto.INT, proto.FLOAT):
             return f"{name}: a date or time slider, left alone"
         is_int = proto.data_type == proto.INT
-        value = on_grid(choice, proto.min, proto.max, proto.step, is_int)
+        hi = min(proto.max, work_cap(widget) or proto.max)
+        value = on_grid(choice, proto.min, hi, proto.step, is_int)
         if isinstance(widget.value, (list, tuple)):
-            value = sorted([value, on_grid(choice, proto.min, proto.max, proto.step, is_int)])
+            value = sorted([value, on_grid(choice, proto.min, hi, proto.step, is_int)])
         widget.set_value(value)
         return f"{name} = {value!r}"
     if kind == "number_input":
@@ -131,6 +177,7 @@ def set_random_value(widget, choice: Choice) -> str:
         current = widget.value if widget.value is not None else 0
         lo = widget.min if widget.min is not None else current - 10**6
         hi = widget.max if widget.max is not None else current + 10**6
+        hi = min(hi, work_cap(widget) or hi)
         value = on_grid(choice, lo, hi, widget.step or 1, is_int)
         widget.set_value(int(value) if is_int else float(value))
         return f"{name} = {value!r}"
@@ -181,17 +228,26 @@ def test_random_legal_inputs_never_break_the_page(page_file, capsys, recorded_ru
     assert problems_after_run(at) == [], "the page fails on first load"
     failures: list[str] = []
     cases = []
+    seen: set[str] = set()       # every control a case could change
+    touched: set[str] = set()    # those a case changed
+    examples = max(1, FUZZ_EXAMPLES // 2) if page_file.stem in HEAVY_PAGES else FUZZ_EXAMPLES
+    # enough changes a case for the cases to reach every control the page shows now
+    fewest = max(1, math.ceil(len(fuzzable(at)) / examples))
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(st.lists(CHANGE, min_size=1, max_size=MAX_CHANGES))
+    @given(st.lists(CHANGE, min_size=fewest, max_size=fewest + MAX_CHANGES - 1))
     def fuzz(changes):
         actions = []
         for drawn in changes:
             widgets = fuzzable(at)
+            seen.update(map(_name, widgets))
+            widgets = [w for w in widgets if _name(w) not in touched] or widgets
             if widgets:
                 choice = Choice(drawn)
-                actions.append(set_random_value(widgets[choice.control % len(widgets)], choice))
+                widget = widgets[choice.control % len(widgets)]
+                touched.add(_name(widget))
+                actions.append(set_random_value(widget, choice))
         at.run()
         cases.append(actions)
         # Failures are collected, not raised: the session carries state from case to case, so
@@ -203,5 +259,6 @@ def test_random_legal_inputs_never_break_the_page(page_file, capsys, recorded_ru
     TOTALS[page_file.stem] = len(cases)
     with capsys.disabled():
         print(f"\n[fuzz] {page_file.name}: {len(cases)} cases, {sum(map(len, cases))} control changes, "
-              f"{len(failures)} failures; {sum(TOTALS.values())} cases so far")
+              f"{len(touched)} of {len(seen)} controls changed, {len(failures)} failures; "
+              f"{sum(TOTALS.values())} cases so far")
     assert failures == [], "\n".join(dict.fromkeys(failures))
