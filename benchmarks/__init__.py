@@ -66,7 +66,16 @@ class Result:
     def as_json(self) -> dict[str, Any]:
         return {"value": self.value, "median": statistics.median(self.samples), "min": min(self.samples),
                 "max": max(self.samples), "n": len(self.samples), "unit": self.unit, "target": self.target,
-                "met": self.met, "what": self.what, "samples": self.samples, **self.detail}
+                "met": self.met, "at_least": self.at_least, "what": self.what, "samples": self.samples,
+                **self.detail}
+
+    @classmethod
+    def from_json(cls, key: str, j: dict[str, Any]) -> "Result":
+        """The Result latest.json holds under ``detail[key]`` (its detail left out)."""
+        at_least = j.get("at_least")
+        if at_least is None:   # written before at_least was: a met floor lies above its target
+            at_least = j["target"] is not None and j["met"] == (j["value"] >= j["target"]) != (j["value"] <= j["target"])
+        return cls(key, list(j["samples"]), j["unit"], j["what"], j["target"], j["value"], at_least=bool(at_least))
 
 
 @dataclass

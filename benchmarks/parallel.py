@@ -3,7 +3,7 @@
 - ``parallel_speedup_10_runs``: ten default runs (the home page's ``Config()``, seeds 0-9) one after
   another in this process, over the same ten through :class:`bnviz.executor.Executor` (one worker
   per core, already started: a server starts its pool once). Wall time: the point is to use the
-  cores this process alone does not. Both sides alternate (serial, pool, pool, serial, ...) so a
+  cores this process alone does not. Both sides alternate (serial, pool, pool, serial, ...; 4 rounds) so a
   change of the shared machine's load hits both; the value is the median of the per-round ratios.
   The detail says the load average: on a machine other processes use, the ratio is pessimistic,
   and with Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) a busy
@@ -92,7 +92,7 @@ def _speedup(quick: bool) -> Result:
         walls: dict[str, list[float]] = {"serial": [], "parallel": []}
         cores: dict[str, list[float]] = {"serial": [], "parallel": []}
         load = [loadavg()[0]]
-        for r in range(1 if quick else 2):
+        for r in range(1 if quick else 4):   # 4 rounds: one round the machine gives less than 2 cores moves a median of 2
             for name, fn in ((("serial", serial), ("parallel", parallel)) if r % 2 == 0 else
                              (("parallel", parallel), ("serial", serial))):
                 t, cpu = time.perf_counter(), _cpu_seconds()
