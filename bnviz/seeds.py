@@ -162,21 +162,28 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = LEV
     return mean_interval(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), level)
 
 
-def verdict(a: str, b: str, diff: Interval, unit: str = "points", digits: int = 1) -> str:
+def verdict(a: str, b: str, diff: Interval, unit: str = "points", digits: int = 1, *,
+            lower_is_better: bool = False, number: str | None = None) -> str:
     """One line on a paired difference ``diff`` of a minus b, e.g. "BN ahead by 0.6 points (95 % CI
     0.1 to 1.1) over 8 seeds", or "no difference detectable over 5 seeds (-0.4 to 0.8)" when the
-    interval holds 0 (then the interval is of a minus b, and the line names them)."""
-    f = f"{{:.{digits}f}}"
+    interval holds 0 (then the interval is of a minus b, and the line names them).
+    ``lower_is_better``: the one with the lower value is "lower by" (a loss, a curvature).
+    ``number``: the format of the numbers (default ``digits`` decimals)."""
+    f = number or f"{{:.{digits}f}}"
+    unit = f" {unit}" if unit else ""
     level = f"{diff.level * 100:g} %"
     if diff.n < 2:
         return f"{a} vs {b}: one seed, no interval (choose 2 seeds or more for a verdict)"
     seeds = f"over {diff.n} seeds"
-    if diff.low > 0:
-        return f"{a} ahead by {f.format(diff.mean)} {unit} ({level} CI {f.format(diff.low)} to {f.format(diff.high)}) {seeds}"
+    word = "lower" if lower_is_better else "ahead"
+    if diff.low > 0:   # a above b
+        who = b if lower_is_better else a
+        return f"{who} {word} by {f.format(diff.mean)}{unit} ({level} CI {f.format(diff.low)} to {f.format(diff.high)}) {seeds}"
     if diff.high < 0:
-        return (f"{b} ahead by {f.format(-diff.mean)} {unit} ({level} CI {f.format(-diff.high)} to "
+        who = a if lower_is_better else b
+        return (f"{who} {word} by {f.format(-diff.mean)}{unit} ({level} CI {f.format(-diff.high)} to "
                 f"{f.format(-diff.low)}) {seeds}")
-    return (f"{a} vs {b}: no difference detectable {seeds} ({f.format(diff.low)} to {f.format(diff.high)} "
+    return (f"{a} vs {b}: no difference detectable {seeds} ({f.format(diff.low)} to {f.format(diff.high)}"
             f"{unit}, {a} minus {b})")
 
 

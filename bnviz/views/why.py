@@ -223,20 +223,6 @@ def mean_pm(values: Sequence[float]) -> str:
     return f"{iv.mean:.3g} ± {iv.half_width:.2g}"
 
 
-def lower_verdict(a: str, b: str, diff: Interval) -> str:
-    """One line on a paired difference ``diff`` of a minus b where lower is better: "with BN lower
-    by 0.2 (95 % CI 0.1 to 0.3) over 5 seeds", or "no difference detectable" when the interval holds 0."""
-    level = f"{diff.level * 100:g} %"
-    if diff.n < 2:
-        return f"{a} vs {b}: one seed, no interval (choose 2 seeds or more for a verdict)"
-    seeds = f"over {diff.n} seeds"
-    if diff.high < 0:
-        return f"{a} lower by {-diff.mean:.3g} ({level} CI {-diff.high:.3g} to {-diff.low:.3g}) {seeds}"
-    if diff.low > 0:
-        return f"{b} lower by {diff.mean:.3g} ({level} CI {diff.low:.3g} to {diff.high:.3g}) {seeds}"
-    return f"{a} vs {b}: no difference detectable {seeds} ({diff.low:.3g} to {diff.high:.3g}, {a} minus {b})"
-
-
 def landscape_summary(over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]]
                       ) -> dict[str, tuple[dict[str, str], Interval, str]]:
     """Per landscape metric: each label's mean ± interval of the per-seed medians, the paired
@@ -246,7 +232,8 @@ def landscape_summary(over_seeds: Mapping[str, Sequence[landscape.LandscapeRun]]
         med = landscape_medians(over_seeds, name)
         diff = paired_difference(med["with BN"], med["without BN"])
         out[name] = ({label: mean_pm(v) for label, v in med.items()}, diff,
-                     f"median {what}: " + lower_verdict("with BN", "without BN", diff))
+                     f"median {what}: " + verdict("with BN", "without BN", diff, unit="", lower_is_better=True,
+                                                  number="{:.3g}"))
     return out
 
 
