@@ -155,6 +155,15 @@ def mean_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
     return Interval(mean, mean - half, mean + half, n, level)
 
 
+def within_run_budget(n_seeds: int, runs_per_seed: int, max_runs: int) -> int:
+    """The seeds a page trains at: ``n_seeds``, or as many as keep ``runs_per_seed`` runs a seed
+    within ``max_runs`` runs (at least one)."""
+    n = max(1, n_seeds)
+    if n > 1 and runs_per_seed * n > max_runs:
+        return max(1, max_runs // runs_per_seed)
+    return n
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
     """Mean and t-interval of a_k - b_k over the seeds k where both are finite (paired by seed)."""
     if len(a) != len(b):

@@ -592,9 +592,8 @@ class Page:
             except ConfigError as exc:
                 st.error(f"**{label}: this configuration cannot train.** {exc}")
                 return None
-        n = self.n_seeds
-        if n > 1 and len(configs) * n > MAX_RUNS:
-            n = max(1, MAX_RUNS // len(configs))
+        n = seeds.within_run_budget(self.n_seeds, len(configs), MAX_RUNS)
+        if n != self.n_seeds:
             st.warning(f"This page trains {len(configs)} networks; at most {MAX_RUNS} runs are trained at once, so "
                        f"{n} seed(s) each instead of {self.n_seeds}.")
         flat = seeds.expand(configs, n)

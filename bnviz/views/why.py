@@ -34,7 +34,7 @@ from ..config import Config
 from ..figures import seeds as seed_figs
 from ..figures.common import color
 from ..figures import why as figs
-from ..seeds import Interval, band, headline, mean_interval, paired_difference, verdict
+from ..seeds import Interval, band, headline, mean_interval, paired_difference, verdict, within_run_budget
 from ..train import Curves
 from ..train import Run
 from . import View
@@ -91,10 +91,7 @@ def variants(config: Config) -> dict[str, Config]:
 def seeds_within(n_seeds: int, max_runs: int) -> int:
     """The seeds the page trains at: ``n_seeds``, cut (as :meth:`bnviz.ui.Page.train` cuts them) so
     that its :data:`NETWORKS_PER_SEED` networks times the seeds stay within ``max_runs``."""
-    n = max(1, n_seeds)
-    if n > 1 and NETWORKS_PER_SEED * n > max_runs:
-        return max(1, max_runs // NETWORKS_PER_SEED)
-    return n
+    return within_run_budget(n_seeds, NETWORKS_PER_SEED, max_runs)
 
 
 def seed_configs(config: Config, n_seeds: int) -> list[Config]:
