@@ -454,6 +454,12 @@ def train(config: Config, progress: ProgressFn | None = None, *, dataset: Datase
                eval_weights=recording.eval_weights)
 
 
+def momentum_free(config: Config) -> Config:
+    """What training depends on: ``config`` but its BN momentum (a fixed stand-in). Momentum never
+    enters a training-mode forward pass, so two configs equal here train identically."""
+    return config.replace(momentum=0.1)
+
+
 def with_momentum(run: Run, momentum: float | None) -> Run | None:
     """The run ``run.config`` with BN momentum ``momentum`` makes, derived from ``run``'s batch
     trace without training: the same weights, losses and training-mode activations (momentum

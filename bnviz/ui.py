@@ -51,7 +51,7 @@ from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPT
 from .data import DataNotFoundError, DataFormatError
 from .record import History
 from .seeds import MAX_SEEDS
-from .train import Run, with_momentum
+from .train import Run, momentum_free, with_momentum
 
 log = logging.getLogger("bnviz")
 
@@ -916,7 +916,7 @@ class RunStore:
 
     def training_key(self, config: Config) -> str:
         """What training depends on: the config but its BN momentum."""
-        return self.key(config.replace(momentum=0.1))
+        return self.key(momentum_free(config))
 
     def __len__(self) -> int:
         return len(self._runs)

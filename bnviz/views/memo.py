@@ -14,6 +14,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Mapping
 
+from ..train import momentum_free
+
 CAPACITY = 64          # figures kept, across sessions: a few pages' worth of display settings
 
 
@@ -22,7 +24,7 @@ def _training(run: Any) -> Hashable:
     (a stopped run's partial record is not the finished one's)."""
     history = run.history
     steps = history.snapshots.steps
-    return (run.config.replace(momentum=0.1), len(steps), steps[-1] if steps else None,
+    return (momentum_free(run.config), len(steps), steps[-1] if steps else None,
             history.stopped_at, history.diverged_at)
 
 
