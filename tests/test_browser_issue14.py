@@ -17,7 +17,11 @@ def _idle(page, timeout_ms: int = 300_000) -> None:
 def test_sidebar_has_sections_and_the_home_page_is_called_home(page, app_url):
     page.goto(app_url)
     nav = page.locator("[data-testid='stSidebarNav']")
-    nav.get_by_text("Your runs").first.wait_for()
+    # On a new server the sidebar is first Streamlit's pages/ list, then app.py's sections, whose
+    # pages appear a moment after their headers: wait for a section header and a page under it.
+    page.wait_for_function("() => { const n = document.querySelector(\"[data-testid='stSidebarNav']\");"
+                           " return !!n && n.innerText.includes('Beyond BN') && n.innerText.includes('Weight decay and BN'); }",
+                           timeout=60_000)
     text = nav.inner_text()
     assert not re.search(r"View \d+ more", text), "every section in sight, none folded away"
     for section in ("Basics", "Training dynamics", "Inference", "Your runs"):
