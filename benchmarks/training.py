@@ -73,8 +73,8 @@ def _per_call_ms(fn, n: int) -> float:
 
 
 def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
-    """Milliseconds of one snapshot (statistics of the tapped tensors), one evaluation and one
-    plain training step, on the default model: where the overhead comes from."""
+    """Milliseconds of one snapshot (statistics of the tapped tensors, summarised with the others
+    of one evaluation interval, as train() does), one evaluation and one plain training step, on the default model: where the overhead comes from."""
     model = build(config, tuple(data.x_train.shape[1:]), data.n_classes, torch.Generator().manual_seed(0))
     history = new_history(config, model.layer_names, {t: bin_edges(t, config) for t in TAPS})
     optimizer = make_optimizer(config, model)
@@ -82,11 +82,20 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
     model.train()
     recorder = Recorder(model, model.recorded_layers(), history.edges, batch_stats=False)  # as train() records
 
-    def snapshot() -> None:
-        recorder.arm()
-        with torch.no_grad():
-            model(xb)
-        recorder.collect(0)
+    per_flush = max(config.eval_every // config.record_every, 1)   # train() summarises at each evaluation
+
+    def snapshots() -> None:
+        for step in range(per_flush):
+            recorder.arm()
+            with torch.no_grad():
+                model(xb)
+            recorder.capture(step)
+        recorder.flush()
+
+    def forwards() -> None:
+        for _ in range(per_flush):
+            with torch.no_grad():
+                model(xb)
 
     def step() -> None:
         loss = F.cross_entropy(model(xb), yb)
@@ -97,12 +106,13 @@ def _components(config: Config, data: Dataset, quick: bool) -> dict[str, float]:
     n = 3 if quick else 30
     return {"step_ms": round(_per_call_ms(step, 10 * n), 3),
             # a recorded forward pass less a plain one is the recorder's cost
-            "snapshot_ms": round(_per_call_ms(snapshot, n) - _per_call_ms(lambda: model(xb), n), 3),
+            "snapshot_ms": round((_per_call_ms(snapshots, n) - _per_call_ms(forwards, n)) / per_flush, 3),
             "evaluate_ms": round(_per_call_ms(lambda: evaluate(model, data, config, 0), n), 3)}
 
 
 def _in_run_ratio(config: Config, data: Dataset, runs: int) -> dict[str, float]:
-    """The recorder's share measured inside recorded runs: CPU time in ``Recorder.collect`` and
+    """The recorder's share measured inside recorded runs: CPU time in ``Recorder.capture`` and
+    ``Recorder.flush`` (train() keeps the recorded passes and summarises them together) and
     ``evaluate`` against the rest of the same run. Both parts see the same machine at the same
     moments (they alternate step by step), so this is far less noisy than comparing two runs; it
     leaves out indirect costs (caches the recorder evicts), which the paired runs include."""
@@ -119,7 +129,8 @@ def _in_run_ratio(config: Config, data: Dataset, runs: int) -> dict[str, float]:
 
     ratios_ = []
     with mock.patch.object(train_module, "evaluate", timed(train_module.evaluate)), \
-            mock.patch.object(Recorder, "collect", timed(Recorder.collect)):
+            mock.patch.object(Recorder, "capture", timed(Recorder.capture)), \
+            mock.patch.object(Recorder, "flush", timed(Recorder.flush)):
         for _ in range(runs):
             spent[0] = 0.0
             start = time.process_time()

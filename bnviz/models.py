@@ -89,8 +89,9 @@ class Net(nn.Module):
     def recorded_layers(self) -> list[LayerSpec]:
         """One recorded layer per hidden block, named as the figures name them ("layer 1"), with
         or without a norm: the recorder taps the norm's input and output, the activation's input
-        and output, and the block's output."""
-        return [LayerSpec(name=name, norm=b.norm, act=b.act, out=b) for name, b in zip(self.layer_names, self.blocks)]
+        and output, and the block's output (the activation's, when the block ends with it)."""
+        return [LayerSpec(name=name, norm=b.norm, act=b.act, out=b, out_is_act=b.order[-1:] == ("act",) and b.pool is None)
+                for name, b in zip(self.layer_names, self.blocks)]
 
     def batchnorms(self) -> list[tuple[int, nn.Module]]:
         """(block index, module) of every BatchNorm layer (torch's or the reference one)."""

@@ -142,7 +142,8 @@ def sorted_rows(tensors: Sequence[torch.Tensor], relu_of: Sequence[int] = ()) ->
     s = rows.reshape(k + r, -1)
     s[:k].sort(axis=1)
     if r:
-        np.maximum(s[list(relu_of)], 0, out=s[k:])
+        # (a view, not a gathered copy, when every row has its ReLU: the usual case)
+        np.maximum(s[:k] if list(relu_of) == list(range(k)) else s[list(relu_of)], 0, out=s[k:])
         unit = np.concatenate([unit, np.maximum(unit[list(relu_of)], 0)])
     return s, unit
 

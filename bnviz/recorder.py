@@ -46,9 +46,20 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 HISTOGRAM_TAPS = ("pre_activation", "norm_output", "post_activation", "output")
 
 
+_FAMILIES: dict[type, str | None] = {}
+
+
 def norm_family(module: nn.Module) -> str | None:
     """What a normalization module averages over: "batch" (BatchNorm of any kind), "layer",
     "group", "instance", "rms"; None for anything else."""
+    # By type, once: the recorder asks for every layer of every snapshot it summarises.
+    kind = type(module)
+    if kind not in _FAMILIES:
+        _FAMILIES[kind] = _family(module)
+    return _FAMILIES[kind]
+
+
+def _family(module: nn.Module) -> str | None:
     if isinstance(module, (_BatchNorm, ReferenceBatchNorm)):
         return "batch"
     if isinstance(module, _InstanceNorm):
@@ -80,6 +91,9 @@ class LayerSpec:
     "post_activation". ``out``: its output is "output". ``act_follows_norm``: count a call of
     ``act`` only when its input is the norm's output (a shared ``self.relu``, as in ResNet blocks,
     is also called after the residual addition; that call belongs to no norm layer).
+    ``out_is_act``: the owner of the model knows that ``out`` ends with ``act`` (nothing runs after
+    it), so "output" is "post_activation" and ``out`` needs no hook of its own (each hook costs a
+    recorded step some 15 us).
     """
 
     name: str
@@ -87,6 +101,7 @@ class LayerSpec:
     act: nn.Module | None = None
     out: nn.Module | None = None
     act_follows_norm: bool = False
+    out_is_act: bool = False
 
 
 def find_layers(model: nn.Module) -> list[LayerSpec]:
@@ -182,6 +197,7 @@ def _count(norm: nn.Module, shape: torch.Size) -> int:
 
 
 _VECTORS = ("running_mean", "running_var", "weight", "bias")
+_EMPTY = torch.empty(0)
 
 
 def _inplace(act: nn.Module) -> bool:
@@ -226,17 +242,55 @@ class _LayerHooks:
         # (its storage address) can only be compared with one that cannot have been freed and
         # its memory handed to another.
         self.originals: dict[str, torch.Tensor] = {}
-        self.vectors: list[np.ndarray | None] | None = None
-        self.count = 0
-        self.samples = 0
+        # running mean, running variance, weight and bias, flattened and joined in one copy
+        # (split by split_vectors when summarised); None until the norm layer ran
+        self.joined: torch.Tensor | None = None
+        self.sizes: tuple[int | None, ...] = ()
+        self.shape: torch.Size | None = None   # of the norm layer's input
         self.training = True
         self.frozen = False
         self.batches_tracked: int | None = None
         self.act_pending = False
 
     @property
+    def count(self) -> int:
+        """Values one of the layer's statistics covers (see :func:`_count`)."""
+        return _count(self.spec.norm, self.shape) if self.shape is not None and self.spec.norm is not None else 0
+
+    @property
+    def samples(self) -> int:
+        """The batch size of the recorded forward pass."""
+        if self.shape is None:
+            return 0
+        return int(self.shape[0]) if len(self.shape) > 1 else 1
+
+    @property
     def seen(self) -> bool:
-        return bool(self.tensors) or self.vectors is not None
+        return bool(self.tensors) or self.joined is not None
+
+    def take(self) -> "_LayerHooks":
+        """What this armed pass copied, in a holder of its own, and this one emptied for the next."""
+        taken = object.__new__(_LayerHooks)
+        taken.__dict__.update(self.__dict__)
+        taken.originals = {}
+        self.reset()
+        return taken
+
+    def nbytes(self) -> int:
+        held = {id(t): t for t in self.tensors.values()}
+        return sum(t.numel() * t.element_size() for t in held.values())
+
+    def split_vectors(self, joined: np.ndarray) -> list[np.ndarray | None]:
+        """Running mean, running variance, weight and bias: views of ``joined`` (this layer's
+        :attr:`joined` as float32 numpy), None where the layer has none."""
+        vectors, at = [], 0
+        for size in self.sizes:
+            if size is None:
+                vectors.append(None)
+            else:
+                vectors.append(joined[at:at + size])
+                at += size
+        return vectors
 
     def values(self) -> dict[str, torch.Tensor]:
         """Every tap's tensor, the ReLU-derived ones computed (one tensor object per source, so
@@ -250,37 +304,30 @@ class _LayerHooks:
         return out
 
     def norm_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        if self.vectors is not None or not self.recorder.active() or not inputs:
+        # Runs inside the recorded training forward: only copies here (what the next step
+        # changes) and the cheapest reads; counts, casts and splits wait for the summary.
+        if self.joined is not None or not inputs or not self.recorder.active():
             return
         x = inputs[0]
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             return
-        self.count = _count(module, x.shape)
-        self.samples = int(x.shape[0]) if x.dim() > 1 else 1
+        self.shape = x.shape
         if self.recorder.batch_stats:
             self.tensors["norm_input"] = x.detach().clone()
         self.tensors["norm_output"] = output.detach().clone()
         self.originals["norm_output"] = output
         buffers, params = module._buffers, module._parameters
-        present = [buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias")]
-        present = [v if isinstance(v, torch.Tensor) else None for v in present]   # a forward hook: lazy ones are set
-        # detached: parameters require grad, their copy must not; cat copies (then one cast for
-        # all, a no-op for float32: a cast each cost a recorded step ~15 us)
-        flat = [v.detach().reshape(-1) for v in present if v is not None]
-        joined = torch.cat(flat).float().numpy() if flat else np.empty(0, np.float32)
-        vectors, at = [], 0
-        for v in present:
-            if v is None:
-                vectors.append(None)
-            else:
-                vectors.append(joined[at:at + v.numel()])
-                at += v.numel()
-        self.vectors = vectors
+        present = (buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias"))
+        # One copy of all four (.data: a parameter's copy must not join the autograd graph);
+        # split into arrays only when summarised.
+        flat = [v.data if v.dim() == 1 else v.data.reshape(-1) for v in present if v is not None]
+        self.joined = torch.cat(flat) if flat else _EMPTY
+        self.sizes = tuple(None if v is None else v.numel() for v in present)
         self.training = module.training
         own = [p for p in params.values() if p is not None]
         self.frozen = bool(own) and not any(p.requires_grad for p in own)
         nbt = buffers.get("num_batches_tracked")
-        self.batches_tracked = int(nbt) if isinstance(nbt, torch.Tensor) else None
+        self.batches_tracked = None if nbt is None else int(nbt)
 
     def _take_act_input(self, inputs: tuple) -> bool:
         """Copy the activation's input (or share the norm output's copy when it is that very
@@ -314,6 +361,11 @@ class _LayerHooks:
         else:
             self.tensors["post_activation"] = output.detach().clone()
         self.originals["post_activation"] = output
+        if self.spec.out_is_act:
+            if "post_activation" in self.relu_of:
+                self.relu_of["output"] = self.relu_of["post_activation"]
+            else:
+                self.tensors["output"] = self.tensors["post_activation"]
 
     def out_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         if "output" in self.tensors or "output" in self.relu_of or not self.recorder.active() \
@@ -353,6 +405,8 @@ class Recorder:
         self.any_mode = any_mode
         self._hooks = [_LayerHooks(self, spec) for spec in self.layers]
         self._handles: list[Any] = []
+        self._pending: list[tuple[int, list[_LayerHooks]]] = []
+        self._pending_bytes = 0
 
     # ----- hooks ---------------------------------------------------------------------------
     @property
@@ -381,7 +435,7 @@ class Recorder:
                 if h.act_inplace:
                     self._handles.append(spec.act.register_forward_pre_hook(h.act_pre_hook))
                 self._handles.append(spec.act.register_forward_hook(h.act_hook))
-            if spec.out is not None:
+            if spec.out is not None and not (spec.out_is_act and spec.act is not None):
                 self._handles.append(spec.out.register_forward_hook(h.out_hook))
 
     def disarm(self) -> None:
@@ -406,31 +460,73 @@ class Recorder:
             return None
         if self.edges is None:
             self.edges = choose_edges(self._hooks)
-        snap = Snapshot(step=step, taps=self._tap_stats(self._hooks), norms=self._norm_stats(self._hooks))
+        snap = self._summarise([(step, self._hooks)])[0]
         for h in self._hooks:
             h.reset()  # the copies are summarised: let them go
         return snap
 
-    def _tap_stats(self, caps: Sequence[_LayerHooks]) -> dict[tuple[int, str], TapStats]:
+    # ----- deferred summaries ------------------------------------------------------------------
+    # Summarising costs numpy's per-call overhead more than arithmetic: ~150 calls per snapshot
+    # of the default MLP, about as long as a training step. Passes kept by capture() and
+    # summarised together by flush() share those calls (one sort, one search... per group of
+    # equal shapes across all of them): a recorded run spends ~3x less on its snapshots. The
+    # copies wait in memory meanwhile, bounded by MAX_PENDING / MAX_PENDING_BYTES.
+    MAX_PENDING = 16
+    MAX_PENDING_BYTES = 64 << 20
+
+    def capture(self, step: int) -> bool:
+        """Disarm and keep the armed forward pass's copies as step ``step`` for :meth:`flush`;
+        False when no forward pass happened while armed (nothing kept)."""
+        self.disarm()
+        if not self.captured:
+            return False
+        if self.edges is None:
+            self.edges = choose_edges(self._hooks)
+        taken = [h.take() for h in self._hooks]
+        self._pending.append((step, taken))
+        self._pending_bytes += sum(t.nbytes() for t in taken)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Captured passes not yet summarised."""
+        return len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        """Whether the captured passes should be summarised now to keep memory bounded."""
+        return len(self._pending) >= self.MAX_PENDING or self._pending_bytes >= self.MAX_PENDING_BYTES
+
+    def flush(self) -> list[Snapshot]:
+        """The :class:`Snapshot` of every pass :meth:`capture` kept, in the order captured, summarised
+        together; each equals what :meth:`collect` would have returned for it."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        return self._summarise(pending) if pending else []
+
+    def _summarise(self, passes: Sequence[tuple[int, Sequence["_LayerHooks"]]]) -> list[Snapshot]:
+        caps = [layers for _, layers in passes]
+        taps, norms = self._tap_stats(caps), self._norm_stats(caps)
+        return [Snapshot(step=step, taps=taps[j], norms=norms[j]) for j, (step, _) in enumerate(passes)]
+
+    def _tap_stats(self, passes: Sequence[Sequence[_LayerHooks]]) -> list[dict[tuple[int, str], TapStats]]:
         # A tensor seen at two taps (BN's output is the activation's input) is summarised once;
-        # tensors of one shape (every layer of an MLP) are sorted and summarised in one numpy
-        # pass; a ReLU's output is not sorted at all: it is the ReLU of its sorted input.
+        # tensors of one shape (every layer of an MLP, of every pass) are sorted and summarised
+        # in one numpy pass; a ReLU's output is not sorted at all: it is the ReLU of its sorted input.
         groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray, bool]]] = {}
-        places: dict[tuple[int, str], tuple[tuple, tuple]] = {}
+        places: dict[tuple[int, int, str], tuple[tuple, tuple]] = {}
         assert self.edges is not None
-        for i, cap in enumerate(caps):
-            for tap in HISTOGRAM_TAPS:
-                if tap not in self.edges:
-                    continue
-                relu = tap in cap.relu_of
-                tensor = cap.tensors[cap.relu_of[tap]] if relu else cap.tensors.get(tap)
-                if tensor is None:
-                    continue
-                edges = self.edges[tap]
-                group = (tuple(tensor.shape), tensor.dtype)
-                same = (id(tensor), id(edges), relu)
-                groups.setdefault(group, {}).setdefault(same, (tensor, edges, relu))
-                places[(i, tap)] = (group, same)
+        taps = [(tap, self.edges[tap]) for tap in HISTOGRAM_TAPS if tap in self.edges]
+        for j, caps in enumerate(passes):
+            for i, cap in enumerate(caps):
+                for tap, edges in taps:
+                    relu = tap in cap.relu_of
+                    tensor = cap.tensors[cap.relu_of[tap]] if relu else cap.tensors.get(tap)
+                    if tensor is None or not tensor.numel():   # an empty batch: nothing to summarise
+                        continue
+                    group = (tuple(tensor.shape), tensor.dtype)
+                    same = (id(tensor), id(edges), relu)
+                    groups.setdefault(group, {}).setdefault(same, (tensor, edges, relu))
+                    places[(j, i, tap)] = (group, same)
         summaries = {}
         for group, members in groups.items():
             sources: dict[int, int] = {}
@@ -449,30 +545,47 @@ class Recorder:
             keys = direct + derived
             for key, stats in zip(keys, summarize_sorted(s, unit, [members[key][1] for key in keys])):
                 summaries[(group, key)] = stats
-        return {place: summaries[key] for place, key in places.items()}
+        out: list[dict[tuple[int, str], TapStats]] = [{} for _ in passes]
+        for (j, i, tap), key in places.items():
+            out[j][(i, tap)] = summaries[key]
+        return out
 
-    def _norm_stats(self, caps: Sequence[_LayerHooks]) -> dict[int, NormStats]:
+    def _norm_stats(self, passes: Sequence[Sequence[_LayerHooks]]) -> list[dict[int, NormStats]]:
         # Batch statistics in numpy: mean and biased variance per channel (axis 1) over every
-        # other axis, inputs of one shape together. numpy, not torch: torch.var_mean over the
-        # batch axis takes ~150 us for a (64, 100) input here, numpy ~40 us for all of them.
-        laid: dict[int, torch.Tensor] = {}
-        shapes: dict[tuple, list[int]] = {}
-        for i, cap in enumerate(caps):
-            x = cap.tensors.get("norm_input")
-            norm = self.layers[i].norm
-            if x is not None and x.numel() and norm is not None:
-                laid[i] = _per_channel(norm, x)[0].float()
-                shapes.setdefault(tuple(laid[i].shape), []).append(i)
-        batch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # other axis, inputs of one shape (of every pass) together. numpy, not torch:
+        # torch.var_mean over the batch axis takes ~150 us for a (64, 100) input here, numpy
+        # ~40 us for all of them.
+        laid: dict[tuple[int, int], torch.Tensor] = {}
+        shapes: dict[tuple, list[tuple[int, int]]] = {}
+        for j, caps in enumerate(passes):
+            for i, cap in enumerate(caps):
+                x = cap.tensors.get("norm_input")
+                norm = self.layers[i].norm
+                if x is not None and x.numel() and norm is not None:
+                    laid[(j, i)] = _per_channel(norm, x)[0].float()
+                    shapes.setdefault(tuple(laid[(j, i)].shape), []).append((j, i))
+        batch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for rows in shapes.values():
-            a = np.stack([laid[i].numpy() for i in rows]).astype(np.float64)
-            mean = a.mean(axis=(1, 3), keepdims=True)
-            var = np.square(a - mean).mean(axis=(1, 3))
-            for j, i in enumerate(rows):
-                batch[i] = (mean[j].reshape(-1).astype(np.float32), var[j].astype(np.float32))
-        return {i: NormStats(*batch.get(i, (None, None)), *cap.vectors, count=cap.count, training=cap.training,
-                             frozen=cap.frozen, num_batches_tracked=cap.batches_tracked, samples=cap.samples)
-                for i, cap in enumerate(caps) if cap.vectors is not None}
+            # Sums in float64 over float32 values (no float64 copy of the inputs: that copy and
+            # its arithmetic were ~2/3 of a summary); the deviations are exact enough in float32.
+            a = torch.stack([laid[place] for place in rows]).numpy()
+            mean = a.mean(axis=(1, 3), keepdims=True, dtype=np.float64)
+            var = np.square(a - mean.astype(a.dtype)).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+            mean = mean.reshape(len(rows), -1).astype(np.float32)
+            for k, place in enumerate(rows):    # views: one array per shape group, not two per layer
+                batch[place] = (mean[k], var[k])
+        # Every layer's vectors of every pass in one cast to float32 arrays, then views of it.
+        held = [cap for caps in passes for cap in caps if cap.joined is not None]
+        joined = torch.cat([cap.joined.float() for cap in held]).numpy() if held else None
+        vectors, at = {}, 0
+        for cap in held:
+            vectors[id(cap)] = cap.split_vectors(joined[at:at + cap.joined.numel()])
+            at += cap.joined.numel()
+        return [{i: NormStats(*batch.get((j, i), (None, None)), *vectors[id(cap)], count=cap.count,
+                              training=cap.training, frozen=cap.frozen, num_batches_tracked=cap.batches_tracked,
+                              samples=cap.samples)
+                 for i, cap in enumerate(caps) if cap.joined is not None}
+                for j, caps in enumerate(passes)]
 
     def close(self) -> None:
         self.disarm()

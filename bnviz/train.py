@@ -349,12 +349,11 @@ class _Recording(Callback):
     def after_forward(self, step, logits, loss, y):
         if self.trace is not None:
             self.trace.capture(step)
-        if self.recorder is not None and self.recorder.armed:
-            snap = self.recorder.collect(step)
-            if snap is not None:
-                if self.trace is not None:
-                    snap = _traced_norm_stats(snap, self.trace, self.replay.at(step))
-                self.history.snapshots.add(step, snap)
+        # The pass is kept and summarised with others at the next evaluation (before the
+        # progress callback reads the history) or when the recorder holds enough: one numpy
+        # pass over many snapshots costs a fraction of one per snapshot.
+        if self.recorder is not None and self.recorder.armed and self.recorder.capture(step) and self.recorder.full:
+            self.flush()
         # Only steps the thinned series still wants: adding every step would halve its
         # resolution again at every step once it is full.
         if math.isfinite(loss) and (self.history.losses.due(step) or step == self.last):
@@ -368,8 +367,21 @@ class _Recording(Callback):
                 return False
         return None
 
+    def flush(self) -> None:
+        """Summarise the captured passes into the history's snapshots."""
+        if self.recorder is None:
+            return
+        for snap in self.recorder.flush():
+            # Due as the history stands now: had each pass been added when it was captured, the
+            # series would have thinned in between and left out the same steps.
+            if self.history.snapshots.due(snap.step) or snap.step == self.last:
+                if self.trace is not None:
+                    snap = _traced_norm_stats(snap, self.trace, self.replay.at(snap.step))
+                self.history.snapshots.add(snap.step, snap)
+
     def evaluate(self, done: int) -> None:
         """Evaluate after ``done`` updates (BN by the running statistics of the config's momentum)."""
+        self.flush()
         running = self.replay.at(done - 1) if self.replay is not None else None
         with self.trace.running_buffers(running) if running is not None else nullcontext():
             self.history.evals.add(done, evaluate(self.model, self.data, self.config, done))
@@ -379,6 +391,7 @@ class _Recording(Callback):
             self.eval_weights = {s: w for s, w in self.eval_weights.items() if s in kept}
 
     def finish(self) -> None:
+        self.flush()
         if self.trace is not None:
             self.trace.finish(self.replay.at(self.trace.done - 1) if self.trace.done else None)
 

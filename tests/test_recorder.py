@@ -224,3 +224,53 @@ def test_training_is_identical_bit_for_bit_with_and_without_recording():
         return losses + [p.sum().item() for p in model.parameters()] + [b.sum().item() for b in model.buffers()]
 
     assert run(True) == run(False)
+
+
+def _same_snapshot(a, b) -> None:
+    """Two Snapshots equal field by field (arrays exactly)."""
+    assert a.step == b.step and a.taps.keys() == b.taps.keys() and a.norms.keys() == b.norms.keys()
+    for key in a.taps:
+        for field in ("counts", "percentiles", "unit_percentiles"):
+            np.testing.assert_array_equal(getattr(a.taps[key], field), getattr(b.taps[key], field))
+        for field in ("below", "above", "nonfinite", "mean", "std", "zero_frac", "n"):
+            assert getattr(a.taps[key], field) == pytest.approx(getattr(b.taps[key], field), rel=1e-12, nan_ok=True)
+    for i in a.norms:
+        for field in ("batch_mean", "batch_var", "running_mean", "running_var", "weight", "bias"):
+            x, y = getattr(a.norms[i], field), getattr(b.norms[i], field)
+            assert (x is None) == (y is None)
+            if x is not None:
+                np.testing.assert_array_equal(x, y)
+        for field in ("count", "training", "frozen", "num_batches_tracked", "samples"):
+            assert getattr(a.norms[i], field) == getattr(b.norms[i], field)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_passes_summarised_together_equal_each_collected_on_its_own(case):
+    """capture() + flush() (what train() does: many passes in one numpy pass) gives, pass for
+    pass, the Snapshot collect() gives; batches of two sizes, so shape groups differ by pass."""
+    make, batch, _ = CASES[case]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    inputs = [batch(g) for _ in range(4)]
+    inputs[2] = inputs[2][:3]                                   # a smaller batch among them
+    model = make()
+    model(inputs[0])                                            # materialise lazy modules
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    one_by_one = Recorder(model)
+    expected = []
+    for step, x in enumerate(inputs):
+        one_by_one.arm()
+        model(x)
+        expected.append(one_by_one.collect(step))
+    model.load_state_dict(state)
+    together = Recorder(model, edges=one_by_one.edges)
+    for step, x in enumerate(inputs):
+        together.arm()
+        model(x)
+        assert together.capture(step)
+    assert together.pending == len(inputs)
+    got = together.flush()
+    assert together.pending == 0 and together.flush() == []
+    assert [s.step for s in got] == list(range(len(inputs)))
+    for a, b in zip(got, expected):
+        _same_snapshot(a, b)
