@@ -63,8 +63,11 @@ CANCEL_RING = 4096                  # cancelled task ids a worker can see (a rin
 # when the task is submitted, so a worker started earlier reads the files the server would.
 TASK_ENV = ("BNVIZ_DATA_DIR",)
 # A report's payload (a run's history so far: megabytes once pickled, ~0.1 s) is sent at most this
-# often; reports in between carry the step count alone.
+# often; reports in between carry the step count alone. The first FIRST_PAYLOADS payloads are
+# always sent: a run's starting point, then its first recorded steps (the first live histograms),
+# while they are small; waiting a second for them left a short run with no live histogram at all.
 PAYLOAD_EVERY_S = 1.0
+FIRST_PAYLOADS = 2
 
 # A worker function takes its arguments and ``report(done, total, payload) -> bool``; it reports
 # progress through it (``payload``: something to show meanwhile, e.g. the history so far) and stops
@@ -153,12 +156,13 @@ def _set_env(env: dict[str, str | None]) -> None:
 
 def _run_local(task_id: int, fn: Callable[..., Any], args: tuple, env: dict[str, str | None]) -> Any:
     _set_env(env)
-    last = [-math.inf]
+    last, sent = [-math.inf], [0]
 
     def report(done: int, total: int, payload: Any = None) -> bool:
         now = time.monotonic()
-        if payload is not None and (now - last[0] >= PAYLOAD_EVERY_S or done == total):
+        if payload is not None and (sent[0] < FIRST_PAYLOADS or now - last[0] >= PAYLOAD_EVERY_S or done == total):
             last[0] = now
+            sent[0] += 1
         else:
             payload = None
         _progress.put((task_id, done, total, payload))

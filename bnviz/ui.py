@@ -682,7 +682,7 @@ class Page:
                 # One slot per live figure, in a container made now: a slot is only ever a chart
                 # or nothing (an element turned into a block and back confuses AppTest's reading).
                 live_box, live_slots = (st.container() if live is not None else None), []
-                last_draw, drawn_news = 0.0, False
+                last_draw, drawn_news, drawn_snapshots = 0.0, False, False
                 seen: dict[str, History] = {}                # the record of each drawn run last seen
                 sent = _Unchanged()
                 for task in pool.as_completed(unique, tick=0.25):
@@ -715,10 +715,14 @@ class Page:
                                       + (f"; training {', '.join(running[:3])}" if running else ""))
                     sent.update(waiting.info, _queue_note(pool, live_now), otherwise=waiting.empty)
                     now = time.monotonic()
-                    if live_box is not None and drawn_news and now - last_draw > LIVE_REDRAW_S:
+                    if live_box is not None and drawn_news:
                         shown = {lab: runs[lab].history if lab in runs else so_far.get(lab) for lab in own}
                         shown = {lab: h for lab, h in shown.items() if h is not None}
-                        if shown:
+                        # The first recorded steps are drawn at once (the live histograms appear);
+                        # after that at most every LIVE_REDRAW_S.
+                        first_snapshots = not drawn_snapshots and any(len(h.snapshots) for h in shown.values())
+                        if shown and (first_snapshots or now - last_draw > LIVE_REDRAW_S):
+                            drawn_snapshots = drawn_snapshots or first_snapshots
                             last_draw, drawn_news = now, False
                             # a key of its own per drawing: two drawings with the same content would collide
                             self._live_draws += 1

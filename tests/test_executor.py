@@ -179,3 +179,26 @@ def test_a_worker_does_not_run_the_page_script_streamlit_put_in_main(tmp_path, m
     finally:
         fresh.shutdown()
     assert not marker.exists()
+
+
+def chatter(reports: int, report=None) -> None:
+    """Reports ``reports`` times in quick succession, payload k at report k (workers import this)."""
+    for k in range(reports):
+        report(k + 1, reports, k)
+
+
+def test_the_first_payloads_are_sent_at_once_then_at_most_one_a_second(monkeypatch):
+    """A run's starting point and its first recorded steps reach the page at once (the first live
+    histogram must not wait a second: a short run would end before it); after that payloads are
+    throttled, and the last report always carries its payload."""
+    import queue
+    sent = queue.Queue()
+    monkeypatch.setattr(ex, "_progress", sent)
+    monkeypatch.setattr(ex, "_cancelled", [-1] * ex.CANCEL_RING)
+    start = time.monotonic()
+    ex._run_local(7, chatter, (40,), {})
+    assert time.monotonic() - start < ex.PAYLOAD_EVERY_S           # all 40 within one throttle period
+    got = [sent.get_nowait() for _ in range(40)]
+    assert [g[1] for g in got] == list(range(1, 41)) and {g[0] for g in got} == {7}
+    payloads = [g[3] for g in got if g[3] is not None]
+    assert payloads == [*range(ex.FIRST_PAYLOADS), 39]
