@@ -196,7 +196,6 @@ def _count(norm: nn.Module, shape: torch.Size) -> int:
     return shape[0] * rest
 
 
-_VECTORS = ("running_mean", "running_var", "weight", "bias")
 _EMPTY = torch.empty(0)
 
 
@@ -277,6 +276,7 @@ class _LayerHooks:
         return taken
 
     def nbytes(self) -> int:
+        """Bytes of the tensors this pass copied (a tensor seen at two taps counted once)."""
         held = {id(t): t for t in self.tensors.values()}
         return sum(t.numel() * t.element_size() for t in held.values())
 
@@ -588,9 +588,11 @@ class Recorder:
                 for j, caps in enumerate(passes)]
 
     def close(self) -> None:
+        """Remove the hooks and drop every copy, captured passes not yet flushed included."""
         self.disarm()
         for h in self._hooks:
             h.reset()
+        self._pending, self._pending_bytes = [], 0
 
 
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)
