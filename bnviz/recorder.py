@@ -455,15 +455,22 @@ class Recorder:
     def collect(self, step: int) -> Snapshot | None:
         """The :class:`Snapshot` of the armed forward pass as step ``step``, and disarm. None when
         no forward pass happened while armed (nothing to record; the hooks are removed anyway)."""
-        self.disarm()
-        if not self.captured:
+        if not self._end_pass():
             return None
-        if self.edges is None:
-            self.edges = choose_edges(self._hooks)
         snap = self._summarise([(step, self._hooks)])[0]
         for h in self._hooks:
             h.reset()  # the copies are summarised: let them go
         return snap
+
+    def _end_pass(self) -> bool:
+        """Disarm; whether the armed forward pass happened (its copies are then in the hooks, and
+        the histogram edges are fixed from the first one)."""
+        self.disarm()
+        if not self.captured:
+            return False
+        if self.edges is None:
+            self.edges = choose_edges(self._hooks)
+        return True
 
     # ----- deferred summaries ------------------------------------------------------------------
     # Summarising costs numpy's per-call overhead more than arithmetic: ~150 calls per snapshot
@@ -477,11 +484,8 @@ class Recorder:
     def capture(self, step: int) -> bool:
         """Disarm and keep the armed forward pass's copies as step ``step`` for :meth:`flush`;
         False when no forward pass happened while armed (nothing kept)."""
-        self.disarm()
-        if not self.captured:
+        if not self._end_pass():
             return False
-        if self.edges is None:
-            self.edges = choose_edges(self._hooks)
         taken = [h.take() for h in self._hooks]
         self._pending.append((step, taken))
         self._pending_bytes += sum(t.nbytes() for t in taken)
