@@ -96,8 +96,10 @@ def test_presentation_enlarges_the_charts_and_goes_into_the_link(page, app_url):
     before = title_px(page)
     page.get_by_text("Presentation", exact=True).click()
     page.wait_for_url(re.compile(r"presentation=1"))
-    page.wait_for_function(f"parseFloat(getComputedStyle(document.querySelector('.js-plotly-plot .gtitle'))"
-                           f".fontSize) > {before * 1.5}", timeout=120_000)
+    # The chart is redrawn after the click: between the old and the new one there is no title.
+    page.wait_for_function(f"(() => {{ const t = document.querySelector('.js-plotly-plot .gtitle');"
+                           f" return t !== null && parseFloat(getComputedStyle(t).fontSize) > {before * 1.5}; }})()",
+                           timeout=120_000)
     idle(page)
     name, svg = download(page, "Download SVG")
     sizes = [float(s) for s in re.findall(rb"font-size:\s*([\d.]+)px", svg)]
