@@ -201,6 +201,7 @@ class Task:
         self._result: Any = None
         self._error: BaseException | None = None
         self._future: Any = None
+        self.retried = False   # already submitted again once after its worker died
 
     def done(self) -> bool:
         return self.state in (DONE, FAILED, CANCELLED)
@@ -281,6 +282,12 @@ class _LocalPool:
     def cancel_running(self, task: Task) -> None:
         self.cancelled[task.id % CANCEL_RING] = task.id
 
+    def exit_codes(self) -> str:
+        """How the pool's worker processes ended, for the log (-9: killed, e.g. out of memory)."""
+        processes = getattr(self.pool, "_processes", None) or {}   # private; only for the message
+        codes = {pid: p.exitcode for pid, p in processes.items() if p.exitcode is not None}
+        return f"exit codes {codes}" if codes else "exit code unknown"
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -296,6 +303,9 @@ class _DaskPool:
 
     def submit(self, task: Task) -> Any:
         return self.client.submit(_run_dask, task.fn, task.args, task.env, pure=False, key=f"bnviz-{os.getpid()}-{task.id}")
+
+    def exit_codes(self) -> str:
+        return "exit code unknown"
 
     def cancel_running(self, task: Task) -> None:
         # Dask drops the result; the worker's thread finishes the run in the background.
@@ -430,13 +440,17 @@ class Executor:
             task = self._pending.popleft()
             task.state = RUNNING
             self._running[task.id] = task
-            try:
-                task._future = self.backend.submit(task)
-            except Exception as exc:  # noqa: BLE001 - the task fails, the executor goes on
-                task._error = exc
-                self._finish(task, FAILED)
-                continue
-            task._future.add_done_callback(lambda fut, task=task: self._done(task, fut))
+            self._resubmit(task)
+
+    def _resubmit(self, task: Task) -> None:
+        """Hand a running task to the backend (again, after its worker died); it fails if that refuses."""
+        try:
+            task._future = self.backend.submit(task)
+        except Exception as exc:  # noqa: BLE001 - the task fails, the executor goes on
+            task._error = exc
+            self._finish(task, FAILED)
+            return
+        task._future.add_done_callback(lambda fut, task=task: self._done(task, fut))
 
     def _done(self, task: Task, fut: Any) -> None:
         with self._cond:
@@ -445,6 +459,18 @@ class Executor:
             try:
                 task._result = fut.result()
                 self._finish(task, DONE)
+            except BrokenProcessPool as exc:
+                # A worker process died (killed from outside, out of memory, a crash in native
+                # code): every task running in that pool fails with this, whichever one caused it.
+                # Each is run once more in a new pool (the next submit starts it); a task that
+                # breaks its worker again fails for good, with this error.
+                if task.retried or self._closed:
+                    task._error = exc
+                    self._finish(task, FAILED)
+                else:
+                    log.warning("a worker process died (%s); running %r again", self.backend.exit_codes(), task)
+                    task.retried = True
+                    self._resubmit(task)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the task
                 task._error = exc
                 self._finish(task, CANCELLED if fut.cancelled() else FAILED)

@@ -3,7 +3,10 @@ trains itself, bit for bit; results stream as they finish; the queue is bounded,
 cancellable. Oracle: bnviz.train.train in this process, and the order in which work must finish."""
 import dataclasses
 import math
+import os
+import signal
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -26,6 +29,19 @@ def snooze(seconds: float, report=None) -> float:
         if report is not None and report(k + 1, 2, None) is False:
             return -1.0
     return seconds
+
+
+def die_once(marker: str, report=None) -> str:
+    """Kill the worker running it the first time (as the out-of-memory killer would); return the
+    second time (the marker file remembers)."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "ran again"
+
+
+def die(report=None) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def assert_identical(a, b, path="history"):
@@ -130,6 +146,29 @@ def test_an_error_in_a_worker_is_raised_where_the_result_is_read(pool):
     assert task.state == ex.FAILED
     with pytest.raises(ConfigError):
         task.result()
+
+
+def test_a_task_whose_worker_died_runs_again_once_in_a_new_pool(tmp_path):
+    # A worker killed from outside breaks the whole pool: the task beside it fails too. Both run
+    # again (the page sees its result, not the error); a task that kills its worker every time
+    # fails after its second try, and the executor still runs what comes next.
+    executor = ex.Executor(slots=2)
+    try:
+        executor.warm()
+        beside = executor.submit(snooze, 1.0)
+        killed = executor.submit(die_once, str(tmp_path / "died"))
+        for _ in executor.as_completed([beside, killed]):
+            pass
+        assert killed.result() == "ran again" and beside.result() == 1.0
+        always = executor.submit(die)
+        list(executor.as_completed([always]))
+        with pytest.raises(BrokenProcessPool):
+            always.result()
+        after = executor.submit(snooze, 0.2)
+        list(executor.as_completed([after]))
+        assert after.result() == 0.2
+    finally:
+        executor.shutdown()
 
 
 def test_the_same_code_runs_on_a_dask_cluster_bit_for_bit():
