@@ -34,6 +34,7 @@ FEW_VALUES_WARNING = 8
 SMALL_BATCH = 8               # samples per batch below which BatchNorm's statistics are noisy
 # (f) Momentum: PyTorch weights the NEW batch by m; Keras' momentum weights the OLD value.
 KERAS_LIKE = 0.5              # a PyTorch momentum this large looks like Keras' 0.9 / 0.99
+PYTORCH_DEFAULT = 0.1         # below it a momentum makes the statistics lag; at it a short run is just short
 INIT_WEIGHT_LEFT = 0.05       # weight the initial (0, 1) statistics still have after the run
 
 SEVERITIES = ("ok", "warning", "problem")
@@ -109,8 +110,7 @@ def check_running_vs_batch(run: Any, info: Any) -> Finding:
         if bad and gain < HOLDOUT_GAIN:   # eval mode does not suffer (yet): worth a look, not a fault
             severity = "warning"
     elif bad and info.momentum:
-        tracked = run.layer_state(name)["num_batches_tracked"][last]
-        left = (1 - info.momentum) ** tracked if np.isfinite(tracked) else 0.0
+        left = (1 - info.momentum) ** _updates(run, info)[last]
         if left > INIT_WEIGHT_LEFT:       # early: the moving average still remembers its start (0, 1)
             severity = "warning"
             evidence += f"; the initial statistics still weigh {left:.0%} in them (too early to tell)"
@@ -178,7 +178,10 @@ def check_nonfinite(run: Any, info: Any) -> Finding:
         parts["running_mean"], parts["running_var"] = rmean, rvar
     if info.affine:
         steps, w, b = run.params(name)
-        parts["weight (gamma)"], parts["bias (beta)"] = w, b
+        # An affine layer may lack one of the two (RMSNorm has a weight and no bias): what it
+        # lacks reads as NaN, which is no fault.
+        parts.update({label: v for label, array, v in (("weight (gamma)", "weight", w), ("bias (beta)", "bias", b))
+                      if run.has(name, array)})
     if steps is None or not len(steps):
         return _ok("nonfinite", name, "no buffers or parameters recorded")
     bad = {k: (~np.isfinite(v)).sum(1) for k, v in parts.items()}
@@ -257,6 +260,18 @@ def check_few_values(run: Any, info: Any) -> Finding:
     return Finding("few_values", name, severity, CHECKS["few_values"], evidence, fix, steps, series, "values / samples")
 
 
+def _updates(run: Any, info: Any) -> np.ndarray:
+    """Running-statistics updates made by each recorded step (S,): torch's num_batches_tracked, or
+    the forwards made where the layer keeps no count (InstanceNorm updates its running statistics
+    but leaves the counter at 0; a layer without the buffer reads NaN)."""
+    state = run.layer_state(info.name)
+    tracked = state["num_batches_tracked"]
+    forwards = state["steps"] + 1.0          # recorded step s: the forward after s updates made one more
+    if info.family == "instance" or not np.isfinite(tracked).any():
+        return forwards
+    return np.where(np.isfinite(tracked), tracked, forwards)
+
+
 def check_momentum(run: Any, info: Any) -> Finding:
     name = info.name
     m = info.momentum
@@ -264,9 +279,7 @@ def check_momentum(run: Any, info: Any) -> Finding:
         return _ok("momentum", name, "cumulative average (momentum=None)" if m is None else "no running statistics")
     steps, bmean, _ = run.batch_stats(name)
     _, rmean, _ = run.running_stats(name)
-    state = run.layer_state(name)
-    tracked = state["num_batches_tracked"]
-    updates = int(np.nanmax(tracked)) if len(tracked) and np.isfinite(tracked).any() else int(steps[-1]) if len(steps) else 0
+    updates = int(_updates(run, info)[-1]) if len(steps) else 0
     series = {"running mean (channel 0)": rmean[:, 0], "batch mean (channel 0)": bmean[:, 0]} if len(steps) else {}
     if m >= KERAS_LIKE:
         evidence = (f"momentum={m:g}: in PyTorch the running statistics keep only {1 - m:.0%} of their old value "
@@ -275,14 +288,16 @@ def check_momentum(run: Any, info: Any) -> Finding:
                f"weight of the NEW batch: Keras momentum={m:g} is PyTorch momentum={1 - m:.2g}. PyTorch's default is 0.1.")
         return Finding("momentum", name, "warning", CHECKS["momentum"], evidence, fix, steps, series, "value")
     left = (1 - m) ** updates if updates else 1.0
-    if m > 0 and left > INIT_WEIGHT_LEFT:
+    if 0 < m < PYTORCH_DEFAULT and left > INIT_WEIGHT_LEFT:
         evidence = (f"momentum={m:g} after {updates} updates: the initial statistics (mean 0, variance 1) still weigh "
                     f"{left:.0%} in the running statistics (time constant 1/m = {1 / m:.0f} updates): they lag")
         fix = (f"A small PyTorch momentum like {m:g} is Keras' {1 - m:g} converted; it needs ~{3 / m:.0f} updates to "
                "forget the start. For a short run use PyTorch's default 0.1, or momentum=None (cumulative average), "
                "or recompute the statistics at the end (precise BN).")
         return Finding("momentum", name, "warning", CHECKS["momentum"], evidence, fix, steps, series, "value")
-    return _ok("momentum", name, f"momentum={m:g} (PyTorch convention; Keras {1 - m:g}), {updates} updates")
+    early = (f"; the initial statistics (mean 0, variance 1) still weigh {left:.0%}: a short run, not a wrong "
+             "momentum") if left > INIT_WEIGHT_LEFT else ""
+    return _ok("momentum", name, f"momentum={m:g} (PyTorch convention; Keras {1 - m:g}), {updates} updates{early}")
 
 
 LAYER_CHECKS = (check_running_vs_batch, check_frozen_but_moving, check_nonfinite, check_dead_channels,

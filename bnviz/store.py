@@ -627,6 +627,19 @@ class StoredRun:
         except ValueError as err:
             raise RunFileError(f"{self.file} is a damaged bnviz run ({err})") from err
 
+    NORM_ARRAYS = ("batch_mean", "batch_var", "running_mean", "running_var", "weight", "bias")
+
+    def has(self, name: str, array: str) -> bool:
+        """Whether norm layer ``name`` has ``array`` (one of :attr:`NORM_ARRAYS`) at any recorded
+        step. The arrays read as NaN where a layer has none (RMSNorm has no bias; LayerNorm no
+        running statistics): this tells that apart from a NaN the layer really held."""
+        if array not in self.NORM_ARRAYS:
+            raise ValueError(f"no per-channel array {array!r}; there are: {', '.join(self.NORM_ARRAYS)}")
+        layer = self._norm_layer(name)
+        with self._read() as db:
+            return db.execute(f"SELECT 1 FROM norms WHERE layer = ? AND {array} IS NOT NULL LIMIT 1",
+                              (layer,)).fetchone() is not None
+
     def batch_stats(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(steps (S,), batch mean (S, C), biased batch variance (S, C)) of norm layer ``name``;
         float32, NaN at steps where it was not recorded."""

@@ -165,3 +165,50 @@ def test_early_in_a_run_a_gap_is_a_warning_not_a_collapse(tmp_path):
     found = [f for f in diagnose(run) if f.check == "running_vs_batch"]
     assert "problem" not in {f.severity for f in found}
     assert any(f.severity == "warning" and "too early to tell" in f.evidence for f in found)
+
+
+def test_a_short_run_at_pytorchs_default_momentum_is_not_called_a_wrong_momentum(tmp_path):
+    # Recorded steps 0, 4, 8: at the last one BN has made 9 updates, and at 0.1 the start still
+    # weighs 0.9**9 = 39 %. That is a short run, not a momentum typed in the other convention;
+    # the same run at 0.01 does lag (0.99**9 = 91 %).
+    short = _record(tmp_path / "default", _mlp(), _data(12, 64, seed=10), every=4)
+    assert short.layer_state("1")["num_batches_tracked"][-1] == 9
+    [f] = [f for f in diagnose(short) if f.check == "momentum" and f.layer == "1"]
+    assert f.severity == "ok" and "short run" in f.evidence and f"{0.9 ** 9:.0%}" in f.evidence, f.evidence
+    lagging = _record(tmp_path / "small", _mlp(momentum=0.01), _data(12, 64, seed=10), every=4)
+    [f] = [f for f in diagnose(lagging) if f.check == "momentum" and f.layer == "1"]
+    assert f.severity == "warning" and f"{0.99 ** 9:.0%}" in f.evidence, f.evidence
+
+
+class Norms(nn.Module):
+    """RMSNorm (a weight, no bias) and InstanceNorm with running statistics (which torch updates
+    without counting them in num_batches_tracked)."""
+
+    def __init__(self, momentum: float):
+        super().__init__()
+        self.inp = nn.Linear(12, 32)
+        self.rms = nn.RMSNorm(32)
+        self.inorm = nn.InstanceNorm1d(4, affine=True, track_running_stats=True, momentum=momentum)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = self.rms(self.inp(x))
+        h = self.inorm(h.reshape(len(x), 4, 8)).reshape(len(x), 32)
+        return self.head(torch.relu(h))
+
+
+def test_a_layer_without_a_bias_or_a_batch_counter_is_read_for_what_it_has(tmp_path):
+    torch.manual_seed(0)
+    model = Norms(momentum=0.001)
+    run = _record(tmp_path, model, _data(40, 64, seed=11))
+    assert run.has("rms", "weight") and not run.has("rms", "bias") and not run.has("rms", "running_mean")
+    assert run.has("inorm", "running_mean") and model.inorm.num_batches_tracked.item() == 0
+    findings = {(f.check, f.layer): f for f in diagnose(run)}
+    assert findings[("nonfinite", "rms")].severity == "ok"      # the missing bias is no NaN
+    lag = findings[("momentum", "inorm")]
+    # At the last recorded step (30) the layer has run 31 training forwards, each an update of its
+    # running statistics; torch's counter stayed 0, so the doctor counts the forwards instead.
+    assert run.layer_state("inorm")["steps"][-1] == 30
+    assert lag.severity == "warning" and "after 31 updates" in lag.evidence, lag.evidence
+    with pytest.raises(ValueError, match="no per-channel array"):
+        run.has("rms", "weight; DROP TABLE norms")
