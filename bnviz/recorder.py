@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -74,12 +74,40 @@ def _family(module: nn.Module) -> str | None:
     return None
 
 
+def _compiled_type() -> type | None:
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except Exception:  # noqa: BLE001 - a torch without dynamo compiles nothing
+        return None
+    return OptimizedModule
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside ``DistributedDataParallel`` / ``DataParallel``: its layer names are the
-    ones the user's code uses ("layer1.0.bn1", not "module.layer1.0.bn1")."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
+    """The model inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile``: its layer
+    names are the ones the user's code uses ("layer1.0.bn1", not "module.layer1.0.bn1" or
+    "_orig_mod.layer1.0.bn1")."""
+    compiled = _compiled_type()
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif compiled is not None and isinstance(model, compiled):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` or a module inside it was made by ``torch.compile``."""
+    compiled = _compiled_type()
+    return compiled is not None and any(isinstance(m, compiled) for m in model.modules())
+
+
+def eager(hook: Callable, compiled: bool) -> Callable:
+    """``hook`` as it must be registered on a module that runs compiled: excluded from what
+    TorchDynamo traces (it fails on the recorder's Python state, and copying values out of a
+    graph is no part of it), so it runs as plain Python between graphs. Left as is otherwise:
+    the wrapper costs ~8 us a call."""
+    return torch.compiler.disable(hook) if compiled else hook
 
 
 @dataclass(frozen=True)
@@ -231,6 +259,10 @@ class _LayerHooks:
         self.spec = spec
         self.act_inplace = spec.act is not None and _inplace(spec.act)
         self.act_relu = spec.act is not None and _relu_only(spec.act)
+        compiled = recorder.compiled
+        # what arm() registers: the bound methods, made once (wrapped for a compiled model)
+        self.calls = {"norm": eager(self.norm_hook, compiled), "act_pre": eager(self.act_pre_hook, compiled),
+                      "act": eager(self.act_hook, compiled), "out": eager(self.out_hook, compiled)}
         self.reset()
 
     def reset(self) -> None:
@@ -399,6 +431,7 @@ class Recorder:
                  edges: Mapping[str, np.ndarray] | None = None, *, any_mode: bool = False,
                  batch_stats: bool = True):
         self.model = unwrap(model)
+        self.compiled = is_compiled(model)
         self.batch_stats = batch_stats
         self.layers: list[LayerSpec] = list(layers) if layers is not None else find_layers(self.model)
         self.edges: dict[str, np.ndarray] | None = _shared(edges) if edges is not None else None
@@ -430,13 +463,13 @@ class Recorder:
             h.reset()
             spec = h.spec
             if spec.norm is not None:
-                self._handles.append(spec.norm.register_forward_hook(h.norm_hook))
+                self._handles.append(spec.norm.register_forward_hook(h.calls["norm"]))
             if spec.act is not None:
                 if h.act_inplace:
-                    self._handles.append(spec.act.register_forward_pre_hook(h.act_pre_hook))
-                self._handles.append(spec.act.register_forward_hook(h.act_hook))
+                    self._handles.append(spec.act.register_forward_pre_hook(h.calls["act_pre"]))
+                self._handles.append(spec.act.register_forward_hook(h.calls["act"]))
             if spec.out is not None and not (spec.out_is_act and spec.act is not None):
-                self._handles.append(spec.out.register_forward_hook(h.out_hook))
+                self._handles.append(spec.out.register_forward_hook(h.calls["out"]))
 
     def disarm(self) -> None:
         for handle in self._handles:

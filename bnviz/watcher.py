@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recorder import ACTIVATION_TYPES, LayerSpec, Recorder, norm_family, unwrap
+from .recorder import ACTIVATION_TYPES, LayerSpec, Recorder, eager, norm_family, unwrap
 from .store import RUN_FILE, RunWriter
 
 COMMIT_EVERY_S = 0.5   # the longest a step waits to be committed: a live view sees it within ~1 s
@@ -105,7 +105,7 @@ class Watch:
             return
         self.recorder.arm()
         if self.holdout is not None and self._input_hook is None:
-            self._input_hook = unwrap(self.model).register_forward_pre_hook(self._keep_input)
+            self._input_hook = unwrap(self.model).register_forward_pre_hook(eager(self._keep_input, self.recorder.compiled))
 
     def _keep_input(self, module: nn.Module, inputs: tuple) -> None:
         """Keep the training input of a recorded step for the precise-BN evaluation."""

@@ -113,6 +113,46 @@ def test_training_with_and_without_watch_is_identical_bit_for_bit(tmp_path):
     assert torch.equal(ra, rb)
 
 
+@pytest.mark.parametrize("where", ["the model", "a block inside it"])
+def test_a_compiled_model_is_recorded_under_its_own_names_as_eager_hooks_see_it(tmp_path, where):
+    # torch.compile traced the recorder's hooks and failed on their Python state; they now run
+    # outside the graph. backend="eager": TorchDynamo's tracing, the part that failed, without
+    # waiting for a C++ compiler.
+    batches = _batches(9, seed=4)
+    torch.manual_seed(0)
+    eager_model = TinyResNet()
+    seen = {}
+    opt = torch.optim.SGD(eager_model.parameters(), lr=0.05, momentum=0.9)
+    for step, (x, y) in enumerate(batches):
+        holder = {}
+        seen[step] = independent_hooks(eager_model, ["layer1.0.bn1"], lambda: holder.setdefault("out", eager_model(x)))
+        loss = nn.functional.cross_entropy(holder["out"], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    torch.manual_seed(0)
+    model = TinyResNet()
+    if where == "the model":
+        watched = trained = torch.compile(model, backend="eager")
+    else:
+        model.layer1 = torch.compile(model.layer1, backend="eager")
+        watched = trained = model
+    with bnviz.watch(watched, tmp_path / "run", every=4) as w:
+        _train(trained, batches, w)
+    run = bnviz.open_run(tmp_path / "run")
+    names = run.norm_layers
+    # the names model.named_modules() gives: a compiled block's inner modules carry "_orig_mod"
+    name = "layer1.0.bn1" if where == "the model" else "layer1._orig_mod.0.bn1"
+    assert "stem.1" in names and name in names, names
+    steps, mean, var = run.batch_stats(name)
+    assert steps.tolist() == [0, 4, 8]
+    for i, s in enumerate(steps.tolist()):
+        m, v = per_channel("batch", seen[s]["layer1.0.bn1"]["input"].numpy())
+        np.testing.assert_allclose(mean[i], m, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var[i], v, rtol=1e-4, atol=1e-6)
+
+
 def test_a_transformer_is_recorded_at_its_layer_norms(tmp_path):
     torch.manual_seed(0)
     model = TinyTransformer()
