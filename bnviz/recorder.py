@@ -241,6 +241,13 @@ def _relu_only(act: nn.Module) -> bool:
     return type(act) is nn.ReLU
 
 
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` in CPU memory, outside autograd: the summaries are computed by numpy, and a
+    copy left on a GPU would hold its memory until then. (On the CPU a plain clone: faster.)"""
+    t = t.detach()
+    return t.clone() if t.device.type == "cpu" else t.to("cpu")
+
+
 def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
     return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
@@ -345,15 +352,16 @@ class _LayerHooks:
             return
         self.shape = x.shape
         if self.recorder.batch_stats:
-            self.tensors["norm_input"] = x.detach().clone()
-        self.tensors["norm_output"] = output.detach().clone()
+            self.tensors["norm_input"] = _copy(x)
+        self.tensors["norm_output"] = _copy(output)
         self.originals["norm_output"] = output
         buffers, params = module._buffers, module._parameters
         present = (buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias"))
         # One copy of all four (.data: a parameter's copy must not join the autograd graph);
         # split into arrays only when summarised.
         flat = [v.data if v.dim() == 1 else v.data.reshape(-1) for v in present if v is not None]
-        self.joined = torch.cat(flat) if flat else _EMPTY
+        joined = torch.cat(flat) if flat else _EMPTY     # a new tensor: the copy itself
+        self.joined = joined if joined.device.type == "cpu" else joined.to("cpu")
         self.sizes = tuple(None if v is None else v.numel() for v in present)
         self.training = module.training
         own = [p for p in params.values() if p is not None]
@@ -374,7 +382,7 @@ class _LayerHooks:
         elif self.spec.act_follows_norm:
             return False
         else:
-            self.tensors["pre_activation"] = x.detach().clone()
+            self.tensors["pre_activation"] = _copy(x)
         return True
 
     def act_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
@@ -391,7 +399,7 @@ class _LayerHooks:
         if self.act_relu and "norm_output" in self.tensors and self.tensors["pre_activation"] is self.tensors["norm_output"]:
             self.relu_of["post_activation"] = "norm_output"
         else:
-            self.tensors["post_activation"] = output.detach().clone()
+            self.tensors["post_activation"] = _copy(output)
         self.originals["post_activation"] = output
         if self.spec.out_is_act:
             if "post_activation" in self.relu_of:
@@ -409,7 +417,7 @@ class _LayerHooks:
             else:
                 self.tensors["output"] = self.tensors["post_activation"]
         else:
-            self.tensors["output"] = output.detach().clone()
+            self.tensors["output"] = _copy(output)
 
 
 class Recorder:
