@@ -220,6 +220,25 @@ def check_dead_channels(run: Any, info: Any) -> Finding:
                    {"channels with near-zero variance": dead.astype(float)}, "channels")
 
 
+# What to do about too few values depends on what the layer averages over: more samples help
+# BatchNorm only; the others normalize each sample by itself.
+FEW_VALUES_FIX = {
+    "batch": ("Batch statistics over this few values are mostly noise, and a batch of one cannot be normalized "
+              "meaningfully in train mode. Use larger batches (or accumulate BN statistics over several), or a "
+              "normalization that does not depend on the batch (GroupNorm, LayerNorm); for single-sample "
+              "inference use eval mode."),
+    "group": ("Each group statistic covers (channels / groups) x H x W values of one sample: use fewer groups "
+              "(more channels per group), or normalize where the feature maps are larger."),
+    "instance": ("InstanceNorm averages over the H x W positions of one channel of one sample: on small feature "
+                 "maps that is too few. Use GroupNorm or LayerNorm there (they also average over channels), or "
+                 "no normalization in the last, smallest stages."),
+    "layer": ("The layer normalizes each sample over its normalized_shape alone, and this few features give "
+              "noisy statistics (with 2 or fewer, little is left after subtracting the mean and dividing by "
+              "the spread). Normalize over more features (a wider layer, or more trailing axes in "
+              "normalized_shape); larger batches do not help, as no statistic is taken across samples."),
+}
+
+
 def check_few_values(run: Any, info: Any) -> Finding:
     name = info.name
     state = run.layer_state(name)
@@ -250,10 +269,7 @@ def check_few_values(run: Any, info: Any) -> Finding:
         return _ok("few_values", name, f"at least {least} {what}{extra}")
     severity = "problem" if problems else "warning"
     evidence = "; ".join(problems + notes)
-    fix = ("Batch statistics over this few values are mostly noise, and a batch of one cannot be normalized "
-           "meaningfully in train mode. Use larger batches (or accumulate BN statistics over several), or a "
-           "normalization that does not depend on the batch (GroupNorm, LayerNorm); for single-sample inference "
-           "use eval mode.")
+    fix = FEW_VALUES_FIX.get(info.family, FEW_VALUES_FIX["layer"])
     series = {"values per statistic": count.astype(float)}
     if batch:
         series["samples per batch"] = samples.astype(float)

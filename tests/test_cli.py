@@ -408,7 +408,10 @@ def test_doctor_reports_a_problem_with_evidence_and_fix_and_exits_1(runs_dir):
     assert problem[0] == "PROBLEM  too few values per channel [layer 1]"
     assert problem[1].startswith("         evidence: as few as 2 values per channel")
     assert any(line.startswith("         fix: ") for line in problem)
-    assert out.index("PROBLEM") < out.index("WARNING") < out.index("ok       ")
+    # worst first (this run has no warning since the doctor stopped calling a short run at
+    # momentum 0.1 a wrong momentum)
+    order = [out.index(heading) for heading in ("PROBLEM", "WARNING", "ok       ") if heading in out]
+    assert "PROBLEM" in out and "ok       " in out and order == sorted(order)
     findings = diagnose(bnviz_package.open_run(runs_dir / "proj" / "tiny-batch"))
     counts = [sum(f.severity == s for f in findings) for s in ("problem", "warning", "ok")]
     assert out.rstrip().endswith("{} problem(s), {} warning(s), {} check(s) passed".format(*counts))

@@ -212,3 +212,16 @@ def test_a_layer_without_a_bias_or_a_batch_counter_is_read_for_what_it_has(tmp_p
     assert lag.severity == "warning" and "after 31 updates" in lag.evidence, lag.evidence
     with pytest.raises(ValueError, match="no per-channel array"):
         run.has("rms", "weight; DROP TABLE norms")
+
+
+def test_the_fix_for_too_few_values_fits_what_the_layer_averages_over(tmp_path):
+    # A LayerNorm over 6 features: larger batches would not help it, and the fix must not say so.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3))
+    run = _record(tmp_path / "ln", model, _data(20, 64, seed=12))
+    [ln] = [f for f in diagnose(run) if f.check == "few_values"]
+    assert ln.severity == "warning" and "as few as 6 values per statistic" in ln.evidence
+    assert "larger batches do not help" in ln.fix
+    small_batch = _record(tmp_path / "bn", _mlp(), _data(20, 4, seed=12))
+    [bn] = [f for f in diagnose(small_batch) if f.check == "few_values" and f.layer == "1"]
+    assert bn.severity == "warning" and "Use larger batches" in bn.fix
