@@ -94,8 +94,8 @@ def draw_layers(data: view.RunData) -> None:
         more = len(data.layer_names) - len(shown)
         page.chart(fig, "layer histograms",
                    caption="One panel per layer: the values at the chosen tap in the training forward pass of the "
-                           "chosen step (all samples of the batch, all channels and positions), on fixed bins. Bar "
-                           "height: share of the values in the bin (count / number of values); values beyond the bins "
+                           "chosen step (all samples of the batch, all channels and positions), on fixed bins. "
+                           "Height: share of the values in the bin (count / number of values); values beyond the bins "
                            "are counted, and a panel notes their share."
                            + (f" {len(shown)} of {len(data.layer_names)} layers, evenly spaced across depth and "
                               f"including the chosen one ({more} not shown)." if more else "")

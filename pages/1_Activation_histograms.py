@@ -58,8 +58,8 @@ with ui.guard():
         def layer_histograms(step, tap, log_y):
             page.chart(histograms.layer_histograms(runs, step=step, tap=tap, log_y=log_y), "layer histograms",
                        caption="One panel per hidden layer: the values at the chosen tap in one training forward "
-                               "pass (all samples of the batch, all units), on fixed bins shared by both runs. Bar "
-                               "height: share of the values in the bin (count / number of values). Values beyond "
+                               "pass (all samples of the batch, all units), on fixed bins shared by both runs. "
+                               "Height: share of the values in the bin (count / number of values). Values beyond "
                                "the bins are counted, not dropped: a panel notes their share.")
             page.animation(histograms.ANIMATION, lambda: histograms.animation(runs, tap=tap))
 
@@ -103,5 +103,5 @@ with ui.guard():
                 page.chart(histograms.played_histograms(runs, tap=tap), "layer histograms, played",
                            caption="The layer histograms above at each recorded step (at most "
                                    f"{histograms.MAX_FRAMES} steps, evenly spaced); the y axis is fixed to the "
-                                   "highest bar of any step, so heights compare across steps.")
+                                   "highest bin of any step, so heights compare across steps.")
     page.download_all()

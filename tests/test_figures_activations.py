@@ -19,39 +19,66 @@ def _traces(fig, kind):
     return [t for t in fig.data if t.type == kind]
 
 
-def whole_histogram(bar, edges) -> np.ndarray:
-    """A histogram's bar heights on every bin of ``edges``: 0 where no bar is drawn (the figure
-    leaves out the empty bins at either end). Bars must sit on bin centres."""
-    x, y = np.asarray(bar.x, dtype=float), np.asarray(bar.y, dtype=float)
-    centers = (edges[:-1] + edges[1:]) / 2
-    index = np.searchsorted(centers, x - 1e-6 * (edges[1] - edges[0]))
-    np.testing.assert_allclose(centers[index], x, rtol=0, atol=1e-6)
-    full = np.zeros(len(centers))
-    full[index] = y
+def whole_histogram(trace, edges) -> np.ndarray:
+    """A histogram's heights on every bin of ``edges``, read from its outline: each drawn bin is two
+    points, at its left and right edge and both at its height (0 where no bin is drawn: the figure
+    leaves out the empty bins at either end). The points must be on the edges, the drawn bins
+    consecutive, and each point's hover must name its bin."""
+    x, y = np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float)
+    assert len(x) == len(y) and len(x) % 2 == 0
+    left, right = x[0::2], x[1::2]
+    index = np.searchsorted(edges, left - 1e-6 * (edges[1] - edges[0]))
+    np.testing.assert_allclose(edges[index], left, rtol=1e-6, atol=1e-6)          # float32 on the wire
+    np.testing.assert_allclose(edges[index + 1], right, rtol=1e-6, atol=1e-6)      # each pair spans one bin
+    np.testing.assert_array_equal(np.diff(index), 1)                               # bins in order, none skipped
+    np.testing.assert_array_equal(y[0::2], y[1::2])                                # flat top
+    bins = np.asarray(trace.customdata, dtype=float)
+    np.testing.assert_allclose(bins, np.repeat(np.stack([edges[index], edges[index + 1]], axis=1), 2, axis=0),
+                               rtol=1e-6, atol=1e-6)
+    full = np.zeros(len(edges) - 1)
+    full[index] = y[0::2]
     return full
 
 
 @pytest.mark.parametrize("tap", ["pre_activation", "norm_output", "post_activation"])
-def test_layer_histogram_bars_are_counts_over_n(histories, tap):
+def test_layer_histograms_are_counts_over_n_on_the_recorded_edges(histories, tap):
     step = 30
     fig = figs.layer_histograms(histories, step, tap)
-    bars = _traces(fig, "bar")
+    drawn = list(fig.data)
     expected = [(label, layer) for label, h in histories.items() for layer in range(2)
                 if (layer, tap) in h.snapshot_at(step).taps]
-    assert len(bars) == len(expected)
-    for bar, (label, layer) in zip(bars, expected):
+    assert len(drawn) == len(expected)
+    for trace, (label, layer) in zip(drawn, expected):
         h = histories[label]
         st = h.snapshot_at(step).taps[(layer, tap)]
         edges = h.edges[tap]
-        assert bar.legendgroup == label
-        assert bar.xaxis == ("x" if layer == 0 else f"x{layer + 1}")
-        np.testing.assert_allclose(whole_histogram(bar, edges), st.counts / st.n)
+        # a filled outline of the bars: one path per histogram, filled down to 0
+        assert trace.type == "scatter" and trace.mode == "lines" and trace.fill == "tozeroy"
+        assert trace.legendgroup == label
+        assert trace.xaxis == ("x" if layer == 0 else f"x{layer + 1}")
+        np.testing.assert_allclose(whole_histogram(trace, edges), st.counts / st.n, rtol=1e-6)
         filled = np.flatnonzero(st.counts)  # drawn: the first to the last non-empty bin
-        assert len(bar.x) == filled[-1] - filled[0] + 1
-        assert bar.width == pytest.approx(edges[1] - edges[0])
+        assert len(trace.x) == 2 * (filled[-1] - filled[0] + 1)
         axis = fig.layout["xaxis" if layer == 0 else f"xaxis{layer + 1}"]
         assert list(axis.range) == pytest.approx([edges[0], edges[-1]])  # the axis shows every bin
     assert f"at step {step}" in fig.layout.title.text
+
+
+def test_layer_histogram_outline_is_numpys_histogram_of_the_values():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 5000), [3.05] * 7])  # a gap of empty bins before 3.05
+    edges = np.linspace(-8, 8, 161)
+    counts, _ = np.histogram(values, bins=edges)
+    x, y, bins = figs.histogram_outline(counts, len(values), edges)
+    # every bin from the lowest to the highest value: its two corners at its edges, at count / n
+    lo, hi = np.searchsorted(edges, values.min(), side="right") - 1, np.searchsorted(edges, values.max(), side="right")
+    np.testing.assert_allclose(x, np.repeat(edges[lo:hi + 1], 2)[1:-1], rtol=1e-6)
+    np.testing.assert_allclose(y, np.repeat(counts[lo:hi] / len(values), 2), rtol=1e-6)
+    np.testing.assert_allclose(bins[::2, 0], edges[lo:hi], rtol=1e-6)
+    np.testing.assert_allclose(bins[::2, 1], edges[lo + 1:hi + 1], rtol=1e-6)
+    assert (y == 0).any()  # the empty bins inside the range are drawn at 0 (left out on a log axis)
+    x, y, bins = figs.histogram_outline(np.zeros(160, dtype=np.int64), 0, edges)
+    assert len(x) == len(y) == len(bins) == 0
 
 
 def test_bn_output_missing_without_bn_is_said_not_drawn(histories):
@@ -77,7 +104,8 @@ def test_a_run_that_stopped_early_shows_its_last_snapshot_and_says_so():
     names = [t.name for t in fig.data]
     assert names == ["full", f"stopped (step {stopped.snapshots.steps[-1]}, its last recorded)"]
     last = stopped.snapshots[-1].taps[(0, "pre_activation")]
-    np.testing.assert_allclose(whole_histogram(fig.data[1], stopped.edges["pre_activation"]), last.counts / last.n)
+    np.testing.assert_allclose(whole_histogram(fig.data[1], stopped.edges["pre_activation"]), last.counts / last.n,
+                               rtol=1e-6)
 
 
 def test_values_beyond_the_bins_are_reported_per_panel():

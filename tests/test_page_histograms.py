@@ -64,16 +64,19 @@ def test_page_draws_the_recorded_histograms_of_both_runs():
         "Pre-activation per layer at step 99",
         "Pre-activation, all units of layer 3: 15/50/85th percentiles",
         "Pre-activation of layer 3 over training"]
-    bars = [t for t in figs[0].data if t.type == "bar"]
-    assert len(bars) == 6  # 2 runs x 3 layers
+    outlines = [t for t in figs[0].data if t.type == "scatter" and t.fill == "tozeroy"]
+    assert len(outlines) == 6  # 2 runs x 3 layers, each histogram one filled outline
     run = ui.run_store().get(Config(steps=100))
     assert run is not None
     st = run.history.snapshot_at(99).taps[(0, "pre_activation")]
-    with_bn_layer1 = next(t for t in bars if t.legendgroup == "with BN" and t.xaxis == "x")
-    shown = dict(zip(np.round(values(with_bn_layer1.x), 4), values(with_bn_layer1.y)))  # bin centre -> height
+    with_bn_layer1 = next(t for t in outlines if t.legendgroup == "with BN" and t.xaxis == "x")
+    x, y = values(with_bn_layer1.x), values(with_bn_layer1.y)  # two corners per bin: left and right edge
     edges = run.history.edges["pre_activation"]
-    centers = np.round((edges[:-1] + edges[1:]) / 2, 4)
-    np.testing.assert_allclose([shown.get(c, 0.0) for c in centers], st.counts / st.n)  # undrawn bins are empty
+    shown = dict(zip(np.round(x[0::2], 4), y[0::2]))  # bin's left edge -> height
+    np.testing.assert_allclose(np.round(x[1::2], 4), np.round(x[0::2] + (edges[1] - edges[0]), 4))
+    np.testing.assert_array_equal(y[0::2], y[1::2])
+    np.testing.assert_allclose([shown.get(e, 0.0) for e in np.round(edges[:-1], 4)], st.counts / st.n,
+                               rtol=1e-6)  # undrawn bins are empty; float32 on the wire
     assert at.select_slider(key="histograms.view.step").value == 99
     assert at.selectbox(key="histograms.view.layer").value == 2
     assert "what to look for" in at.caption[0].value.lower()
@@ -262,8 +265,11 @@ def test_download_all_holds_the_figures_shown_after_display_changes(monkeypatch)
         heat = pd.read_csv(io.BytesIO(archive.read("histograms-over-training.csv")))
     run = ui.run_store().get(Config(steps=100))
     st = run.history.snapshot_at(20).taps[(0, "pre_activation")]
-    filled = np.flatnonzero(st.counts)  # the bars drawn: the first to the last non-empty bin
-    np.testing.assert_allclose(hist[hist.trace == "with BN"].y, (st.counts / st.n)[filled[0]:filled[-1] + 1])
+    filled = np.flatnonzero(st.counts)  # the bins drawn: the first to the last non-empty one
+    drawn = hist[hist.trace == "with BN"]  # two rows per bin: its left and right edge, at its height
+    edges = run.history.edges["pre_activation"][filled[0]:filled[-1] + 2]
+    np.testing.assert_allclose(drawn.x, np.repeat(edges, 2)[1:-1], rtol=1e-6)
+    np.testing.assert_allclose(drawn.y, np.repeat((st.counts / st.n)[filled[0]:filled[-1] + 1], 2), rtol=1e-6)
     steps, stats = run.history.tap_series(2, "pre_activation")
     shares = np.array([s.counts / s.n for s in stats]).T  # linear colour: z is the share itself
     np.testing.assert_allclose(np.sort(heat[heat.trace == "with BN"].z), np.sort(shares.ravel()), rtol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..record import IOFFE_PERCENTILES, PERCENTILES, TAP_LABELS, History, Snapshot
-from .common import color, rgba, styled, subplots
+from .common import axis_key, color, figure, grid, house, rgba, styled, subplots
 
 
 def training_curves(histories: Mapping[str, History]) -> go.Figure:
@@ -48,26 +48,68 @@ def runs_without(histories: Mapping[str, History], tap: str) -> list[str]:
     return [label for label, h in histories.items() if tap not in h.taps]
 
 
+def _absent_subtitle(histories: Mapping[str, History], tap: str) -> str | None:
+    absent = runs_without(histories, tap)
+    return f"{', '.join(absent)}: no {TAP_LABELS[tap]} (this network has no such layer)" if absent else None
+
+
 def _note_absent(fig: go.Figure, histories: Mapping[str, History], tap: str) -> None:
     """Say under the title which runs have nothing at ``tap``, rather than leave a silent gap."""
-    absent = runs_without(histories, tap)
-    if absent:
-        fig.update_layout(title_subtitle_text=f"{', '.join(absent)}: no {TAP_LABELS[tap]} "
-                                              "(this network has no such layer)")
+    subtitle = _absent_subtitle(histories, tap)
+    if subtitle:
+        fig.update_layout(title_subtitle_text=subtitle)
 
 
-def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, log_y: bool = False) -> go.Figure:
+def _house_noting_absent(title: str, histories: Mapping[str, History], tap: str) -> dict:
+    """:func:`~bnviz.figures.common.house` with :func:`_note_absent`'s subtitle, as layout properties."""
+    layout = house(title)
+    subtitle = _absent_subtitle(histories, tap)
+    if subtitle:
+        layout["title"]["subtitle"] = dict(text=subtitle)
+    return layout
+
+
+def histogram_outline(counts: np.ndarray, n: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A histogram as the outline of its bars, for a filled line: ``(x, y, bins)``, two points per
+    bin, at its left and right edge and both at its height ``counts / n``; ``bins`` holds each
+    point's bin as (left edge, right edge), for the hover. Only the bins from the first to the last
+    non-empty one (the empty ones at either end would be a line along 0); float32, which is more
+    than the picture and the hover's digits show, and half the bytes sent.
+
+    Drawn with ``fill="tozeroy"`` it is the bars without the gaps between them; on a log axis an
+    empty bin's two points (height 0) are left out, and the outline stops there as a bar would.
+    """
+    filled = np.flatnonzero(counts)
+    lo, hi = (int(filled[0]), int(filled[-1]) + 1) if filled.size else (0, 0)
+    left, right = edges[lo:hi], edges[lo + 1:hi + 1]
+    x = np.stack([left, right], axis=1).ravel().astype(np.float32)
+    y = np.repeat(counts[lo:hi] / max(n, 1), 2).astype(np.float32)
+    bins = np.repeat(np.stack([left, right], axis=1), 2, axis=0).astype(np.float32)
+    return x, y, bins
+
+
+def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, log_y: bool = False,
+                     bins_in_hover: bool = True) -> go.Figure:
     """One panel per layer: the distribution at ``tap`` in the forward pass of ``step``, overlaid
     for every run.
 
-    Bar heights are fractions of all values (``counts / n``), so runs with different sizes compare.
+    Heights are fractions of all values (``counts / n``), so runs with different sizes compare.
+    Each histogram is one filled line along the top of its bars (:func:`histogram_outline`):
+    the same picture as a bar per bin, which the browser draws in about half the time (one
+    path per histogram instead of an SVG element per bar).
     Values beyond the fixed bin range are not drawn but counted: a panel says what share of each
     run lies outside. A run whose recording ends before ``step`` (diverged or stopped) shows its
     last snapshot, and its legend entry names that step.
+
+    The hover names the bin under the pointer (its edges, sent as ``customdata``); with
+    ``bins_in_hover=False`` it gives the value at the pointer's corner instead, and the figure is
+    a third smaller (the played histograms: 40 such figures in one).
     """
     first = next(iter(histories.values()))
     names = first.layer_names
-    fig = subplots(rows=1, cols=len(names), subplot_titles=list(names), shared_yaxes=True)
+    layout, cells = grid(1, len(names), subplot_titles=list(names), shared_yaxes=True)
+    where = "values %{customdata[0]:.2f} to %{customdata[1]:.2f}" if bins_in_hover else "value %{x:.2f}"
+    data: list[dict] = []
     outside: dict[int, list[str]] = {layer: [] for layer in range(len(names))}
     for i, (label, h) in enumerate(histories.items()):
         snap, name = snapshot_for(label, h, step)
@@ -76,36 +118,35 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
             st = snap.taps.get((layer, tap))
             if st is None:
                 continue
-            frac = st.counts / max(st.n, 1)
             beyond = (st.below + st.above) / max(st.n, 1)
             if beyond >= 0.001:
                 outside[layer].append(f"{label}: {beyond:.1%} outside [{edges[0]:g}, {edges[-1]:g}]")
-            # Only the bins from the first to the last non-empty one: the empty bins at either end
-            # are bars of height 0, invisible, yet the browser builds and styles an element for each
-            # (often half the bins, and the slowest part of redrawing this figure). The x axis keeps
-            # the whole bin range.
-            filled = np.flatnonzero(st.counts)
-            lo, hi = (int(filled[0]), int(filled[-1]) + 1) if filled.size else (0, 0)
-            fig.add_bar(x=bin_centers(edges)[lo:hi], y=frac[lo:hi], width=float(edges[1] - edges[0]), name=name,
-                        marker=dict(color=color(i), line_width=0), opacity=0.55, legendgroup=label,
-                        showlegend=layer == 0,
-                        hovertemplate=f"{label}<br>value %{{x:.2f}}<br>%{{y:.2%}} of values"
-                                      f"<extra>mean {st.mean:.3f}, std {st.std:.3f}, zeros {st.zero_frac:.1%}, "
-                                      f"outside range {beyond:.1%}</extra>",
-                        row=1, col=layer + 1)
+            x, y, bins = histogram_outline(st.counts, st.n, edges)
+            data.append(dict(
+                type="scatter", x=x, y=y, customdata=bins if bins_in_hover else None, mode="lines",
+                line=dict(width=0, color=color(i)), fill="tozeroy", fillcolor=rgba(color(i), 0.55), name=name,
+                legendgroup=label, showlegend=layer == 0,
+                hovertemplate=f"{label}<br>{where}<br>%{{y:.2%}} of values<extra>mean {st.mean:.3f}, "
+                              f"std {st.std:.3f}, zeros {st.zero_frac:.1%}, outside range {beyond:.1%}</extra>",
+                **cells[0][layer]))
+    annotations = list(layout.get("annotations", ()))
     for layer, notes in outside.items():
         if notes:
-            fig.add_annotation(row=1, col=layer + 1, xref="x domain", yref="y domain", x=0.5, y=0.98,
-                               showarrow=False, font=dict(size=11), text="<br>".join(notes))
-    fig.update_layout(barmode="overlay", bargap=0)
+            cell = cells[0][layer]
+            annotations.append(dict(xref=f"{cell['xaxis']} domain", yref=f"{cell['yaxis']} domain", x=0.5, y=0.98,
+                                    showarrow=False, font=dict(size=11), text="<br>".join(notes)))
     ranges = [h.edges[tap] for h in histories.values() if tap in h.edges]
-    fig.update_xaxes(title_text="value", range=[float(ranges[0][0]), float(ranges[0][-1])] if ranges else None)
-    fig.update_yaxes(title_text="fraction of values", row=1, col=1)
-    if log_y:
-        fig.update_yaxes(type="log")
-    styled(fig, f"{short(tap).capitalize()} per layer at step {step}")
-    _note_absent(fig, histories, tap)
-    return fig
+    for cell in cells[0]:
+        xaxis = layout[axis_key(cell["xaxis"])]
+        xaxis["title"] = dict(text="value")
+        if ranges:  # the x axis shows the whole bin range, drawn or not
+            xaxis["range"] = [float(ranges[0][0]), float(ranges[0][-1])]
+        if log_y:
+            layout[axis_key(cell["yaxis"])]["type"] = "log"
+    layout[axis_key(cells[0][0]["yaxis"])]["title"] = dict(text="fraction of values")
+    layout.update(annotations=annotations,
+                  **_house_noting_absent(f"{short(tap).capitalize()} per layer at step {step}", histories, tap))
+    return figure(data, layout)
 
 
 MAX_FRAMES = 40  # frames of the animated histograms: every recorded step, thinned evenly past this
@@ -115,12 +156,12 @@ def animated_layer_histograms(histories: Mapping[str, History], tap: str, *, max
     """:func:`layer_histograms` at every recorded step as one figure with a Play button and a
     step slider (plotly frames, played in the browser: nothing is sent back to the server).
 
-    The y axis is fixed to the highest bar of any frame, so heights compare across steps.
+    The y axis is fixed to the highest bin of any frame, so heights compare across steps.
     """
     steps = max((list(h.snapshots.steps) for h in histories.values()), key=len)
     if len(steps) > max_frames:
         steps = [steps[i] for i in np.unique(np.linspace(0, len(steps) - 1, max_frames).round().astype(int))]
-    frames = [layer_histograms(histories, step, tap) for step in steps]
+    frames = [layer_histograms(histories, step, tap, bins_in_hover=False) for step in steps]
     fig = go.Figure(frames[-1])
     top = max((float(np.max(trace.y)) for f in frames for trace in f.data if trace.y is not None and len(trace.y)),
               default=1.0)
@@ -157,7 +198,7 @@ def percentile_bands(histories: Mapping[str, History], layer: int, tap: str, *, 
     idx = {q: PERCENTILES.index(q) for q in qs}
     mid = qs[len(qs) // 2]
     pairs = [(qs[k], qs[-1 - k]) for k in range(len(qs) // 2)]  # outermost first
-    fig = go.Figure()
+    data: list[dict] = []
     for i, (label, h) in enumerate(histories.items()):
         steps, stats = h.tap_series(layer, tap)
         if not stats:
@@ -166,20 +207,20 @@ def percentile_bands(histories: Mapping[str, History], layer: int, tap: str, *, 
         c = color(i)
         hover = f"step %{{x}}<br>%{{meta}}th percentile %{{y:.3f}}<extra>{label}</extra>"
         for k, (lo_q, hi_q) in enumerate(pairs):
-            fig.add_scatter(x=steps, y=pct[:, idx[hi_q]], line=dict(width=0.5, color=c), name=f"{label} {hi_q}th",
-                            meta=hi_q, legendgroup=label, showlegend=False, hovertemplate=hover)
-            fig.add_scatter(x=steps, y=pct[:, idx[lo_q]], line=dict(width=0.5, color=c), fill="tonexty",
-                            fillcolor=rgba(c, 0.18), name=f"{label} {lo_q}th-{hi_q}th", meta=lo_q, legendgroup=label,
-                            showlegend=k == 0, hovertemplate=hover)
-        fig.add_scatter(x=steps, y=pct[:, idx[mid]], line=dict(width=2, color=c), name=f"{label} {mid}th",
-                        meta=mid, legendgroup=label, hovertemplate=hover)
+            data.append(dict(type="scatter", x=steps, y=pct[:, idx[hi_q]], line=dict(width=0.5, color=c),
+                             name=f"{label} {hi_q}th", meta=hi_q, legendgroup=label, showlegend=False,
+                             hovertemplate=hover))
+            data.append(dict(type="scatter", x=steps, y=pct[:, idx[lo_q]], line=dict(width=0.5, color=c),
+                             fill="tonexty", fillcolor=rgba(c, 0.18), name=f"{label} {lo_q}th-{hi_q}th", meta=lo_q,
+                             legendgroup=label, showlegend=k == 0, hovertemplate=hover))
+        data.append(dict(type="scatter", x=steps, y=pct[:, idx[mid]], line=dict(width=2, color=c),
+                         name=f"{label} {mid}th", meta=mid, legendgroup=label, hovertemplate=hover))
     who = "unit 1 of" if unit else "all units of"
-    fig.update_xaxes(title_text="step (weight updates)")
-    fig.update_yaxes(title_text="value")
     name = first_layer_name(histories, layer)
-    styled(fig, f"{short(tap).capitalize()}, {who} {name}: {'/'.join(map(str, qs))}th percentiles")
-    _note_absent(fig, histories, tap)
-    return fig
+    layout = dict(xaxis=dict(title=dict(text="step (weight updates)")), yaxis=dict(title=dict(text="value")),
+                  **_house_noting_absent(f"{short(tap).capitalize()}, {who} {name}: {'/'.join(map(str, qs))}th "
+                                         "percentiles", histories, tap))
+    return figure(data, layout)
 
 
 def first_layer_name(histories: Mapping[str, History], layer: int) -> str:
@@ -214,13 +255,16 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
 
     The log scale (floored at :data:`HEATMAP_FLOOR`) shows the tails a linear one hides.
     """
-    fig = subplots(rows=1, cols=len(histories), subplot_titles=list(histories), shared_yaxes=True,
-                   horizontal_spacing=0.04)
-    for col, (label, h) in enumerate(histories.items(), start=1):
+    layout, cells = grid(1, len(histories), subplot_titles=list(histories), shared_yaxes=True,
+                         horizontal_spacing=0.04)
+    data: list[dict] = []
+    annotations = list(layout.get("annotations", ()))
+    for cell, (label, h) in zip(cells[0], histories.items()):
+        xaxis = layout[axis_key(cell["xaxis"])]
         steps, stats = h.tap_series(layer, tap)
         if not stats:
-            fig.add_annotation(row=1, col=col, xref="x domain", yref="y domain", x=0.5, y=0.5, showarrow=False,
-                               text=f"no {TAP_LABELS[tap]}<br>in this network")
+            annotations.append(dict(xref=f"{cell['xaxis']} domain", yref=f"{cell['yaxis']} domain", x=0.5, y=0.5,
+                                    showarrow=False, text=f"no {TAP_LABELS[tap]}<br>in this network"))
             continue
         edges = h.edges[tap]
         # float32 (7 significant digits, more than the colours and the hover's 0.01% show), row-major:
@@ -228,27 +272,30 @@ def histogram_heatmap(histories: Mapping[str, History], layer: int, tap: str, *,
         # z when z is the share, and from customdata when z is its log.
         share = np.ascontiguousarray(np.array([s.counts / max(s.n, 1) for s in stats], dtype=np.float32).T)
         z = np.log10(np.maximum(share, np.float32(HEATMAP_FLOOR))) if log_color else share
-        fig.add_heatmap(x=steps, y=bin_centers(edges), z=z, customdata=share if log_color else None,
-                        coloraxis="coloraxis", name=label,
-                        hovertemplate=f"{label}<br>step %{{x}}<br>value %{{y:.2f}}<br>"
-                                      f"%{{{'customdata' if log_color else 'z'}:.2%}} of values<extra></extra>",
-                        row=1, col=col)
-        fig.update_xaxes(tickvals=round_steps(steps), row=1, col=col)
+        data.append(dict(type="heatmap", x=steps, y=bin_centers(edges), z=z, customdata=share if log_color else None,
+                         coloraxis="coloraxis", name=label,
+                         hovertemplate=f"{label}<br>step %{{x}}<br>value %{{y:.2f}}<br>"
+                                       f"%{{{'customdata' if log_color else 'z'}:.2%}} of values<extra></extra>",
+                         **cell))
+        xaxis["tickvals"] = round_steps(steps)
     if log_color:
         ticks = list(range(int(np.log10(HEATMAP_FLOOR)), 1))
-        fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=ticks[0], cmax=0, colorbar=dict(
-            title="share of values", tickvals=ticks, ticktext=[f"{100 * 10.0 ** t:g}%" for t in ticks])))
+        coloraxis = dict(colorscale="Viridis", cmin=ticks[0], cmax=0, colorbar=dict(
+            title=dict(text="share of values"), tickvals=ticks, ticktext=[f"{100 * 10.0 ** t:g}%" for t in ticks]))
     else:
-        fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, colorbar=dict(title="share of values",
-                                                                                       tickformat=".0%")))
+        coloraxis = dict(colorscale="Viridis", cmin=0, colorbar=dict(title=dict(text="share of values"),
+                                                                     tickformat=".0%"))
     # One column per recorded step, equally wide: the steps are categories. The last recorded step
     # (the final one) is closer to the one before than the others are to each other, and plotly draws
     # a heatmap whose columns are not evenly spaced brick by brick (a canvas the plot's size, ~2x the
     # browser's time) instead of as a one-pixel-per-column image.
-    fig.update_xaxes(title_text="step (weight updates)", type="category", tickangle=0)
-    fig.update_yaxes(title_text="value", row=1, col=1)
-    styled(fig, f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training")
-    return fig.update_layout(margin_r=150)  # the colour bar and its title (see common.MARGIN)
+    for cell in cells[0]:
+        layout[axis_key(cell["xaxis"])].update(title=dict(text="step (weight updates)"), type="category", tickangle=0)
+    layout[axis_key(cells[0][0]["yaxis"])]["title"] = dict(text="value")
+    layout.update(annotations=annotations, coloraxis=coloraxis,
+                  **house(f"{short(tap).capitalize()} of {first_layer_name(histories, layer)} over training"))
+    layout["margin"]["r"] = 150  # the colour bar and its title (see common.MARGIN)
+    return figure(data, layout)
 
 
 def moment_lines(histories: Mapping[str, History], tap: str, step: int) -> go.Figure:
