@@ -22,6 +22,7 @@ recorded steps; reading never writes, so training is the same bit for bit with o
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -75,11 +76,9 @@ def _family(module: nn.Module) -> str | None:
 
 
 def _compiled_type() -> type | None:
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except Exception:  # noqa: BLE001 - a torch without dynamo compiles nothing
-        return None
-    return OptimizedModule
+    """torch.compile's module type, if TorchDynamo is loaded. Not imported here: it costs a second
+    or more, and a model can only be compiled once it has been."""
+    return getattr(sys.modules.get("torch._dynamo.eval_frame"), "OptimizedModule", None)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
