@@ -77,7 +77,8 @@ def check_running_vs_batch(run: Any, info: Any) -> Finding:
         return _ok("running_vs_batch", name, "keeps no running statistics (eval mode uses batch statistics)")
     steps, bmean, bvar = run.batch_stats(name)
     _, rmean, rvar = run.running_stats(name)
-    counts = run.layer_state(name)["count"]
+    state = run.layer_state(name)
+    counts = state["count"]
     finite = np.isfinite(bmean).all(1) & np.isfinite(bvar).all(1) & np.isfinite(rmean).all(1) & np.isfinite(rvar).all(1)
     if finite.sum() < 1:
         return _ok("running_vs_batch", name, "no finite statistics recorded")
@@ -110,7 +111,7 @@ def check_running_vs_batch(run: Any, info: Any) -> Finding:
         if bad and gain < HOLDOUT_GAIN:   # eval mode does not suffer (yet): worth a look, not a fault
             severity = "warning"
     elif bad and info.momentum:
-        left = (1 - info.momentum) ** _updates(run, info)[last]
+        left = (1 - info.momentum) ** _updates(state, info)[last]
         if left > INIT_WEIGHT_LEFT:       # early: the moving average still remembers its start (0, 1)
             severity = "warning"
             evidence += f"; the initial statistics still weigh {left:.0%} in them (too early to tell)"
@@ -276,11 +277,11 @@ def check_few_values(run: Any, info: Any) -> Finding:
     return Finding("few_values", name, severity, CHECKS["few_values"], evidence, fix, steps, series, "values / samples")
 
 
-def _updates(run: Any, info: Any) -> np.ndarray:
+def _updates(state: dict[str, np.ndarray], info: Any) -> np.ndarray:
     """Running-statistics updates made by each recorded step (S,): torch's num_batches_tracked, or
     the forwards made where the layer keeps no count (InstanceNorm updates its running statistics
-    but leaves the counter at 0; a layer without the buffer reads NaN)."""
-    state = run.layer_state(info.name)
+    but leaves the counter at 0; a layer without the buffer reads NaN). ``state``: the layer's
+    ``run.layer_state``."""
     tracked = state["num_batches_tracked"]
     forwards = state["steps"] + 1.0          # recorded step s: the forward after s updates made one more
     if info.family == "instance" or not np.isfinite(tracked).any():
@@ -295,7 +296,7 @@ def check_momentum(run: Any, info: Any) -> Finding:
         return _ok("momentum", name, "cumulative average (momentum=None)" if m is None else "no running statistics")
     steps, bmean, _ = run.batch_stats(name)
     _, rmean, _ = run.running_stats(name)
-    updates = int(_updates(run, info)[-1]) if len(steps) else 0
+    updates = int(_updates(run.layer_state(name), info)[-1]) if len(steps) else 0
     series = {"running mean (channel 0)": rmean[:, 0], "batch mean (channel 0)": bmean[:, 0]} if len(steps) else {}
     if m >= KERAS_LIKE:
         evidence = (f"momentum={m:g}: in PyTorch the running statistics keep only {1 - m:.0%} of their old value "

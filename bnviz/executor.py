@@ -440,10 +440,11 @@ class Executor:
             task = self._pending.popleft()
             task.state = RUNNING
             self._running[task.id] = task
-            self._resubmit(task)
+            self._hand_to_backend(task)
 
-    def _resubmit(self, task: Task) -> None:
-        """Hand a running task to the backend (again, after its worker died); it fails if that refuses."""
+    def _hand_to_backend(self, task: Task) -> None:
+        """Give a running task to the backend (at dispatch, or again after its worker died); the task
+        fails if the backend refuses it."""
         try:
             task._future = self.backend.submit(task)
         except Exception as exc:  # noqa: BLE001 - the task fails, the executor goes on
@@ -470,7 +471,7 @@ class Executor:
                 else:
                     log.warning("a worker process died (%s); running %r again", self.backend.exit_codes(), task)
                     task.retried = True
-                    self._resubmit(task)
+                    self._hand_to_backend(task)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the task
                 task._error = exc
                 self._finish(task, CANCELLED if fut.cancelled() else FAILED)
