@@ -45,7 +45,7 @@ import torch
 from streamlit.errors import StreamlitAPIException
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from . import executor, export, seeds
+from . import executor, export, idle_gc, seeds
 from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
                      Config, ConfigError, check, from_query)
 from .data import DataNotFoundError, DataFormatError
@@ -60,10 +60,11 @@ log = logging.getLogger("bnviz")
 torch.set_num_threads(1)
 # Streamlit runs gc.collect(2) after every script run, fragment reruns included (its hidden option
 # runner.postScriptGC): with torch, plotly and streamlit loaded that walks some 220,000 objects,
-# ~130 ms of CPU each time, and a display change waits for one before its parts rerun (the page
-# run that its callback preempts is collected first). What exists now (modules, their classes and
-# functions) lives as long as the process: gc.freeze() takes it out of the collector's sight, and
-# a collection costs a few ms. Anything created later is collected as before.
+# ~130 ms of CPU each time. What exists now (modules, their classes and functions) lives as long
+# as the process: gc.freeze() takes it out of the collector's sight. A full collection still takes
+# 12-57 ms once pages have run, and a display change would wait for one (its messages queue behind
+# it, and a control several parts depend on waits for the collection of the run it stops): so
+# .streamlit/config.toml turns that option off and bnviz.idle_gc collects once the server is idle.
 gc.freeze()
 
 
@@ -648,7 +649,7 @@ class Page:
         summary = seeds.summarize(histories, [r.config.seed for r in next(iter(self.seed_runs.values()))], compare)
         first = summary.seeds[0]
         with st.container(border=True):
-            st.markdown(f"**Across {len(summary.seeds)} seeds**")
+            st.markdown(f"**{summary.title}**")
             cols = st.columns(min(len(summary.headlines), 4))
             for i, (label, text) in enumerate(summary.headlines.items()):
                 cols[i % len(cols)].metric(f"final test accuracy, {label}", text,
@@ -1039,16 +1040,20 @@ def computed(label: str, fn: Callable[..., Any], *args: Hashable) -> Any:
 
 @contextmanager
 def guard() -> Iterator[None]:
-    """Turn any unexpected error into a message on the page (the traceback goes to the server log)."""
-    try:
-        yield
-    except ConfigError as exc:
-        st.error(str(exc))
-    except (DataNotFoundError, DataFormatError) as exc:
-        st.error(str(exc))
-    except export.ExportUnavailable as exc:
-        st.warning(str(exc))
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
-        log.error("unexpected error\n%s", traceback.format_exc())
-        st.error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:300]}). Your settings are kept: "
-                 "change one and try again. If it persists, please report it with the page's URL.")
+    """Turn any unexpected error into a message on the page (the traceback goes to the server log).
+
+    Also marks the run busy for the idle garbage collector (:mod:`bnviz.idle_gc`): every page and
+    part runs inside one, so no full collection starts while one is in progress."""
+    with idle_gc.SHARED.busy():
+        try:
+            yield
+        except ConfigError as exc:
+            st.error(str(exc))
+        except (DataNotFoundError, DataFormatError) as exc:
+            st.error(str(exc))
+        except export.ExportUnavailable as exc:
+            st.warning(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+            log.error("unexpected error\n%s", traceback.format_exc())
+            st.error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:300]}). Your settings are kept: "
+                     "change one and try again. If it persists, please report it with the page's URL.")
