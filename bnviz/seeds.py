@@ -273,10 +273,21 @@ class SeedSummary:
     verdicts: list[str]
 
     @property
+    def title(self) -> str:
+        """"Across 3 seeds" ("Across 1 seed" when the others did not finish)."""
+        return f"Across {count(len(self.seeds))}"
+
+    @property
     def caption(self) -> str:
         first, last = self.seeds[0], self.seeds[-1]
-        return (f"Final test accuracy (eval mode, after the last update) over {len(self.seeds)} seeds "
-                f"({first} to {last}): {METHOD}. A run that diverged or was stopped is left out.")
+        which = f"({first} to {last})" if first != last else f"({first})"
+        return (f"Final test accuracy (eval mode, after the last update) over {count(len(self.seeds))} "
+                f"{which}: {METHOD}. A run that diverged or was stopped is left out.")
+
+
+def count(n: int) -> str:
+    """"1 seed", "3 seeds"."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def summarize(histories: Mapping[str, Sequence["History"]], seeds: Sequence[int],

@@ -178,3 +178,16 @@ def test_moment_lines_are_the_recorded_moments(histories):
         np.testing.assert_allclose(mean.y, [s.mean for s in stats])
         np.testing.assert_allclose(std.y, [s.std for s in stats])
         np.testing.assert_allclose(zeros.y, [s.zero_frac for s in stats])
+
+
+@pytest.mark.parametrize("depth", [6, 8])
+def test_notes_of_values_beyond_the_bins_fit_narrow_panels(depth):
+    # Six or more panels side by side leave ~200 px each: a one-line note ran into its neighbours.
+    h = train(Config(norm="none", init_scale=10.0, steps=1, width=16, depth=depth)).history
+    fig = figs.layer_histograms({"without normalization": h}, 0, "pre_activation")
+    notes = [a.text for a in fig.layout.annotations if "outside" in (a.text or "")]
+    assert notes
+    for text in notes:
+        label, share = text.split("<br>")
+        assert label == "without normalization:" and len(share) <= len("100.0% outside [-8, 8]")
+        assert ("[-8, 8]" in share) == (depth <= 6)

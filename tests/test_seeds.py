@@ -141,3 +141,13 @@ def test_expand_gives_every_label_every_seed_first_seed_first():
     assert flat["without BN (seed 7)"] == Config(seed=7, norm="none")
     assert sorted(c.seed for c in flat.values()) == [5, 5, 6, 6, 7, 7]
     assert seeds.expand(configs, 1) == configs
+
+
+def test_a_summary_of_one_finished_seed_says_one_seed():
+    # a 20-seed run stopped after its first seed: what is shown must not read "Across 1 seeds"
+    from bnviz.seeds import SeedSummary, count
+    one = SeedSummary(seeds=(7,), headlines={}, intervals={}, verdicts=[])
+    assert one.title == "Across 1 seed" and "over 1 seed (7):" in one.caption and "1 seeds" not in one.caption
+    three = SeedSummary(seeds=(0, 1, 2), headlines={}, intervals={}, verdicts=[])
+    assert three.title == "Across 3 seeds" and "over 3 seeds (0 to 2):" in three.caption
+    assert count(1) == "1 seed" and count(2) == "2 seeds"

@@ -111,6 +111,9 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
     where = "values %{customdata[0]:.2f} to %{customdata[1]:.2f}" if bins_in_hover else "value %{x:.2f}"
     data: list[dict] = []
     outside: dict[int, list[str]] = {layer: [] for layer in range(len(names))}
+    # A note must fit its panel: beyond three panels in a row it breaks after the run's name, and
+    # beyond six it leaves the range out (the x axis spans it; the caption says what lies outside).
+    sep = "<br>" if len(names) > 3 else " "
     for i, (label, h) in enumerate(histories.items()):
         snap, name = snapshot_for(label, h, step)
         edges = h.edges[tap]
@@ -120,7 +123,8 @@ def layer_histograms(histories: Mapping[str, History], step: int, tap: str, *, l
                 continue
             beyond = (st.below + st.above) / max(st.n, 1)
             if beyond >= 0.001:
-                outside[layer].append(f"{label}: {beyond:.1%} outside [{edges[0]:g}, {edges[-1]:g}]")
+                bounds = f" [{edges[0]:g}, {edges[-1]:g}]" if len(names) <= 6 else ""
+                outside[layer].append(f"{label}:{sep}{beyond:.1%} outside{bounds}")
             x, y, bins = histogram_outline(st.counts, st.n, edges)
             data.append(dict(
                 type="scatter", x=x, y=y, customdata=bins if bins_in_hover else None, mode="lines",

@@ -37,7 +37,7 @@ def summarize(values: Mapping[str, Sequence[float]], seed_list: Sequence[int],
 
 def markdown(summary: seeds.SeedSummary) -> str:
     """The summary as the page shows it: the headline per run, a verdict per pair, the method."""
-    lines = [f"**Across {len(summary.seeds)} seeds**", ""]
+    lines = [f"**{summary.title}**", ""]
     lines += [f"- final test accuracy, {label}: **{text}**" for label, text in summary.headlines.items()]
     lines += [f"- {line}" for line in summary.verdicts]
     lines += ["", summary.caption + f" The charts show seed {summary.seeds[0]} (the sidebar's seed)."]
