@@ -89,8 +89,12 @@ class Net(nn.Module):
     def recorded_layers(self) -> list[LayerSpec]:
         """One recorded layer per hidden block, named as the figures name them ("layer 1"), with
         or without a norm: the recorder taps the norm's input and output, the activation's input
-        and output, and the block's output (the activation's, when the block ends with it)."""
-        return [LayerSpec(name=name, norm=b.norm, act=b.act, out=b, out_is_act=b.order[-1:] == ("act",) and b.pool is None)
+        and output, and the block's output (the activation's, when the block ends with it).
+
+        What the block's code guarantees is said too: its activation takes the norm's output
+        when "act" follows "norm" in its order, and no part writes into a tensor in place."""
+        return [LayerSpec(name=name, norm=b.norm, act=b.act, out=b, out_is_act=b.order[-1:] == ("act",) and b.pool is None,
+                          act_takes_norm_output=("norm", "act") in zip(b.order, b.order[1:]), read_only=True)
                 for name, b in zip(self.layer_names, self.blocks)]
 
     def batchnorms(self) -> list[tuple[int, nn.Module]]:

@@ -18,6 +18,9 @@ and gamma/beta as they are right after its forward. ``ReLU(inplace=True)`` and `
 overwrite tensors after the hook has seen them, and the optimizer changes gamma/beta before the
 user calls ``step``: a reference would record the wrong numbers. Copies are taken only on
 recorded steps; reading never writes, so training is the same bit for bit with or without it.
+Where the owner of the model says that nothing writes into the tensors a layer's modules take
+and give (bnviz's own networks, :class:`LayerSpec` ``read_only``), the hooks keep those tensors
+themselves instead; buffers and gamma/beta are copied all the same.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from .norms import BatchNorm as ReferenceBatchNorm
-from .record import LayerInfo, NormStats, Snapshot, TapStats, sorted_rows, summarize_sorted
+from .record import LayerInfo, NormStats, Scratch, Snapshot, TapStats, made, sorted_rows, summarize_sorted
 
 # Activation modules the recorder pairs with a norm layer: the nonlinearities torch ships as modules.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -120,7 +123,12 @@ class LayerSpec:
     is also called after the residual addition; that call belongs to no norm layer).
     ``out_is_act``: the owner of the model knows that ``out`` ends with ``act`` (nothing runs after
     it), so "output" is "post_activation" and ``out`` needs no hook of its own (each hook costs a
-    recorded step some 15 us).
+    recorded step some 15 us). ``act_takes_norm_output``: the owner knows that ``act`` runs once a
+    forward pass, on the norm's output itself; when ``act`` is exactly ``nn.ReLU``, "pre_activation"
+    is then "norm_output" and "post_activation" its ReLU, and ``act`` needs no hooks either.
+    ``read_only``: the owner knows that nothing writes into the tensors these modules take and
+    give, then or later (no in-place activation, no ``out += identity``): the hooks keep them
+    rather than copy them (a copy costs a recorded step ~10 us a tap).
     """
 
     name: str
@@ -129,6 +137,8 @@ class LayerSpec:
     out: nn.Module | None = None
     act_follows_norm: bool = False
     out_is_act: bool = False
+    act_takes_norm_output: bool = False
+    read_only: bool = False
 
 
 def find_layers(model: nn.Module) -> list[LayerSpec]:
@@ -244,7 +254,14 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
     """A copy of ``t`` in CPU memory, outside autograd: the summaries are computed by numpy, and a
     copy left on a GPU would hold its memory until then. (On the CPU a plain clone: faster.)"""
     t = t.detach()
-    return t.clone() if t.device.type == "cpu" else t.to("cpu")
+    return t.clone() if t.is_cpu else t.to("cpu")
+
+
+def _kept(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself outside autograd, for a layer whose owner says nothing writes into it
+    (``LayerSpec.read_only``); copied only off the CPU."""
+    t = t.detach()
+    return t if t.is_cpu else t.to("cpu")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
@@ -265,6 +282,10 @@ class _LayerHooks:
         self.spec = spec
         self.act_inplace = spec.act is not None and _inplace(spec.act)
         self.act_relu = spec.act is not None and _relu_only(spec.act)
+        # The owner says the ReLU takes the norm's output: the norm's hook records both, none on act.
+        self.relu_of_norm = self.act_relu and spec.act_takes_norm_output and spec.norm is not None
+        # (An in-place activation writes into the norm's output whatever its owner says.)
+        self.keep = _kept if spec.read_only and not self.act_inplace else _copy
         compiled = recorder.compiled
         # what arm() registers: the bound methods, made once (wrapped for a compiled model)
         self.calls = {"norm": eager(self.norm_hook, compiled), "act_pre": eager(self.act_pre_hook, compiled),
@@ -313,11 +334,6 @@ class _LayerHooks:
         self.reset()
         return taken
 
-    def nbytes(self) -> int:
-        """Bytes of the tensors this pass copied (a tensor seen at two taps counted once)."""
-        held = {id(t): t for t in self.tensors.values()}
-        return sum(t.numel() * t.element_size() for t in held.values())
-
     def split_vectors(self, joined: np.ndarray) -> list[np.ndarray | None]:
         """Running mean, running variance, weight and bias: views of ``joined`` (this layer's
         :attr:`joined` as float32 numpy), None where the layer has none."""
@@ -350,23 +366,29 @@ class _LayerHooks:
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             return
         self.shape = x.shape
+        tensors, keep = self.tensors, self.keep
         if self.recorder.batch_stats:
-            self.tensors["norm_input"] = _copy(x)
-        self.tensors["norm_output"] = _copy(output)
+            tensors["norm_input"] = keep(x)
+        tensors["norm_output"] = kept = keep(output)
         self.originals["norm_output"] = output
+        if self.relu_of_norm:
+            tensors["pre_activation"] = kept
+            self.relu_of["post_activation"] = "norm_output"
+            if self.spec.out_is_act:
+                self.relu_of["output"] = "norm_output"
         buffers, params = module._buffers, module._parameters
         present = (buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias"))
         # One copy of all four (.data: a parameter's copy must not join the autograd graph);
         # split into arrays only when summarised.
         flat = [v.data if v.dim() == 1 else v.data.reshape(-1) for v in present if v is not None]
         joined = torch.cat(flat) if flat else _EMPTY     # a new tensor: the copy itself
-        self.joined = joined if joined.device.type == "cpu" else joined.to("cpu")
-        self.sizes = tuple(None if v is None else v.numel() for v in present)
+        self.joined = joined if joined.is_cpu else joined.to("cpu")
+        self.sizes = tuple([None if v is None else v.numel() for v in present])
         self.training = module.training
-        own = [p for p in params.values() if p is not None]
-        self.frozen = bool(own) and not any(p.requires_grad for p in own)
+        grads = [p.requires_grad for p in params.values() if p is not None]
+        self.frozen = bool(grads) and not any(grads)
         nbt = buffers.get("num_batches_tracked")
-        self.batches_tracked = None if nbt is None else int(nbt)
+        self.batches_tracked = None if nbt is None else int(nbt.item())
 
     def _take_act_input(self, inputs: tuple) -> bool:
         """Copy the activation's input (or share the norm output's copy when it is that very
@@ -381,7 +403,7 @@ class _LayerHooks:
         elif self.spec.act_follows_norm:
             return False
         else:
-            self.tensors["pre_activation"] = _copy(x)
+            self.tensors["pre_activation"] = self.keep(x)
         return True
 
     def act_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
@@ -398,7 +420,7 @@ class _LayerHooks:
         if self.act_relu and "norm_output" in self.tensors and self.tensors["pre_activation"] is self.tensors["norm_output"]:
             self.relu_of["post_activation"] = "norm_output"
         else:
-            self.tensors["post_activation"] = _copy(output)
+            self.tensors["post_activation"] = self.keep(output)
         self.originals["post_activation"] = output
         if self.spec.out_is_act:
             if "post_activation" in self.relu_of:
@@ -416,7 +438,7 @@ class _LayerHooks:
             else:
                 self.tensors["output"] = self.tensors["post_activation"]
         else:
-            self.tensors["output"] = _copy(output)
+            self.tensors["output"] = self.keep(output)
 
 
 class Recorder:
@@ -447,6 +469,8 @@ class Recorder:
         self._handles: list[Any] = []
         self._pending: list[tuple[int, list[_LayerHooks]]] = []
         self._pending_bytes = 0
+        # Work space kept between flushes: the stacked copies, and summarize_sorted's float64 sums.
+        self._rows, self._sums = Scratch(), Scratch()
 
     # ----- hooks ---------------------------------------------------------------------------
     @property
@@ -467,11 +491,12 @@ class Recorder:
         if self._handles:
             return
         for h in self._hooks:
-            h.reset()
+            if h.seen or h.act_pending:   # what a pass read without collect or capture left behind
+                h.reset()
             spec = h.spec
             if spec.norm is not None:
                 self._handles.append(spec.norm.register_forward_hook(h.calls["norm"]))
-            if spec.act is not None:
+            if spec.act is not None and not h.relu_of_norm:
                 if h.act_inplace:
                     self._handles.append(spec.act.register_forward_pre_hook(h.calls["act_pre"]))
                 self._handles.append(spec.act.register_forward_hook(h.calls["act"]))
@@ -528,7 +553,8 @@ class Recorder:
             return False
         taken = [h.take() for h in self._hooks]
         self._pending.append((step, taken))
-        self._pending_bytes += sum(t.nbytes() for t in taken)
+        held = {id(t): t for h in taken for t in h.tensors.values()}   # a tensor seen at two taps counted once
+        self._pending_bytes += sum(t.nbytes for t in held.values())
         return True
 
     @property
@@ -556,39 +582,40 @@ class Recorder:
         # A tensor seen at two taps (BN's output is the activation's input) is summarised once;
         # tensors of one shape (every layer of an MLP, of every pass) are sorted and summarised
         # in one numpy pass; a ReLU's output is not sorted at all: it is the ReLU of its sorted input.
-        groups: dict[tuple, dict[tuple, tuple[torch.Tensor, np.ndarray, bool]]] = {}
-        places: dict[tuple[int, int, str], tuple[tuple, tuple]] = {}
+        members: dict[tuple[int, int, bool], tuple[torch.Tensor, np.ndarray, bool]] = {}
+        places: dict[tuple[int, int, str], tuple[int, int, bool]] = {}
         assert self.edges is not None
         taps = [(tap, self.edges[tap]) for tap in HISTOGRAM_TAPS if tap in self.edges]
         for j, caps in enumerate(passes):
             for i, cap in enumerate(caps):
+                tensors, relu_of = cap.tensors, cap.relu_of
                 for tap, edges in taps:
-                    relu = tap in cap.relu_of
-                    tensor = cap.tensors[cap.relu_of[tap]] if relu else cap.tensors.get(tap)
-                    if tensor is None or not tensor.numel():   # an empty batch: nothing to summarise
+                    source = relu_of.get(tap)
+                    tensor = tensors.get(tap if source is None else source)
+                    if tensor is None:
                         continue
-                    group = (tuple(tensor.shape), tensor.dtype)
-                    same = (id(tensor), id(edges), relu)
-                    groups.setdefault(group, {}).setdefault(same, (tensor, edges, relu))
-                    places[(j, i, tap)] = (group, same)
+                    same = (id(tensor), id(edges), source is not None)
+                    if same not in members:
+                        if not tensor.numel():   # an empty batch: nothing to summarise
+                            continue
+                        members[same] = (tensor, edges, source is not None)
+                    places[(j, i, tap)] = same
+        groups: dict[tuple, list[tuple[int, int, bool]]] = {}
+        for same, (tensor, _, _) in members.items():
+            groups.setdefault((tuple(tensor.shape), tensor.dtype), []).append(same)
         summaries = {}
-        for group, members in groups.items():
-            sources: dict[int, int] = {}
+        for keys in groups.values():
+            # One sorted row per tensor; a ReLU's summary is made from its input's row.
+            rows: dict[int, int] = {}
             tensors = []
-            for tensor, _, _ in members.values():
-                if sources.setdefault(id(tensor), len(tensors)) == len(tensors):
+            for key in keys:
+                tensor = members[key][0]
+                if rows.setdefault(id(tensor), len(tensors)) == len(tensors):
                     tensors.append(tensor.float())
-            direct = [key for key, (_, _, relu) in members.items() if not relu]
-            derived = [key for key, (_, _, relu) in members.items() if relu]
-            # Rows in the order sorted_rows returns them: the sorted tensors, then the ReLUs.
-            order = [sources[id(members[key][0])] for key in direct]
-            s, unit = sorted_rows(tensors, [sources[id(members[key][0])] for key in derived])
-            if order != list(range(len(tensors))):   # a tensor seen with two edges, or only as a ReLU's input
-                pick = np.array(order + list(range(len(tensors), len(s))))
-                s, unit = s[pick], unit[pick]
-            keys = direct + derived
-            for key, stats in zip(keys, summarize_sorted(s, unit, [members[key][1] for key in keys])):
-                summaries[(group, key)] = stats
+            s, unit = sorted_rows(tensors, self._rows)
+            stats = summarize_sorted(s, unit, [members[key][1] for key in keys], [rows[key[0]] for key in keys],
+                                     [key[2] for key in keys], self._sums)
+            summaries.update(zip(keys, stats))
         out: list[dict[tuple[int, str], TapStats]] = [{} for _ in passes]
         for (j, i, tap), key in places.items():
             out[j][(i, tap)] = summaries[key]
@@ -599,25 +626,36 @@ class Recorder:
         # other axis, inputs of one shape (of every pass) together. numpy, not torch:
         # torch.var_mean over the batch axis takes ~150 us for a (64, 100) input here, numpy
         # ~40 us for all of them.
-        laid: dict[tuple[int, int], torch.Tensor] = {}
-        shapes: dict[tuple, list[tuple[int, int]]] = {}
+        layouts: dict[tuple[int, torch.Size], tuple[int, ...]] = {}
+        groups: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
         for j, caps in enumerate(passes):
             for i, cap in enumerate(caps):
                 x = cap.tensors.get("norm_input")
                 norm = self.layers[i].norm
                 if x is not None and x.numel() and norm is not None:
-                    laid[(j, i)] = _per_channel(norm, x)[0].float()
-                    shapes.setdefault(tuple(laid[(j, i)].shape), []).append((j, i))
+                    # Laid out as (M, C, rest) once per layer and shape, not once per pass.
+                    laid = layouts.get((i, x.shape))
+                    if laid is None:
+                        laid = layouts[(i, x.shape)] = tuple(_per_channel(norm, x)[0].shape)
+                    groups.setdefault((x.shape, x.dtype, laid), []).append((j, i, x))
         batch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        for rows in shapes.values():
+        for (_, _, laid), members in groups.items():
             # Sums in float64 over float32 values (no float64 copy of the inputs: that copy and
-            # its arithmetic were ~2/3 of a summary); the deviations are exact enough in float32.
-            a = torch.stack([laid[place] for place in rows]).numpy()
+            # its arithmetic were ~2/3 of a summary); the deviations are exact enough in float32,
+            # and taken in place: the stack is a copy of its own (in memory kept between flushes).
+            xs = [x for _, _, x in members]
+            if xs[0].dtype == torch.float32:
+                a = self._rows.take(len(xs) * xs[0].numel(), np.float32).reshape(len(xs), *xs[0].shape)
+                torch.stack(xs, out=torch.from_numpy(a))
+            else:
+                a = torch.stack(xs).float().numpy()
+            a = a.reshape(len(members), *laid)
             mean = a.mean(axis=(1, 3), keepdims=True, dtype=np.float64)
-            var = np.square(a - mean.astype(a.dtype)).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
-            mean = mean.reshape(len(rows), -1).astype(np.float32)
-            for k, place in enumerate(rows):    # views: one array per shape group, not two per layer
-                batch[place] = (mean[k], var[k])
+            a -= mean.astype(a.dtype)
+            var = np.square(a, out=a).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+            mean = mean.reshape(len(members), -1).astype(np.float32)
+            for k, (j, i, _) in enumerate(members):    # views: one array per shape group, not two per layer
+                batch[(j, i)] = (mean[k], var[k])
         # Every layer's vectors of every pass in one cast to float32 arrays, then views of it.
         held = [cap for caps in passes for cap in caps if cap.joined is not None]
         joined = torch.cat([cap.joined.float() for cap in held]).numpy() if held else None
@@ -625,18 +663,33 @@ class Recorder:
         for cap in held:
             vectors[id(cap)] = cap.split_vectors(joined[at:at + cap.joined.numel()])
             at += cap.joined.numel()
-        return [{i: NormStats(*batch.get((j, i), (None, None)), *vectors[id(cap)], count=cap.count,
-                              training=cap.training, frozen=cap.frozen, num_batches_tracked=cap.batches_tracked,
-                              samples=cap.samples)
-                 for i, cap in enumerate(caps) if cap.joined is not None}
-                for j, caps in enumerate(passes)]
+        counts: dict[tuple[int, torch.Size | None], int] = {}
+        out: list[dict[int, NormStats]] = []
+        for j, caps in enumerate(passes):
+            stats = {}
+            for i, cap in enumerate(caps):
+                if cap.joined is None:
+                    continue
+                count = counts.get((i, cap.shape))
+                if count is None:
+                    count = counts[(i, cap.shape)] = cap.count
+                batch_mean, batch_var = batch.get((j, i), (None, None))
+                running_mean, running_var, weight, bias = vectors[id(cap)]
+                stats[i] = made(NormStats, batch_mean=batch_mean, batch_var=batch_var, running_mean=running_mean,
+                                running_var=running_var, weight=weight, bias=bias, count=count, training=cap.training,
+                                frozen=cap.frozen, num_batches_tracked=cap.batches_tracked, samples=cap.samples)
+            out.append(stats)
+        return out
 
     def close(self) -> None:
-        """Remove the hooks and drop every copy, captured passes not yet flushed included."""
+        """Remove the hooks and drop every copy, captured passes not yet flushed included; the
+        work space kept between flushes goes to the next recorder."""
         self.disarm()
         for h in self._hooks:
             h.reset()
         self._pending, self._pending_bytes = [], 0
+        self._rows.release()
+        self._sums.release()
 
 
 _NICE = (1.0, 2.0, 2.5, 5.0, 10.0)

@@ -329,6 +329,14 @@ def run_loop(model: nn.Module, optimizer: optim.Sgd | optim.Adam, stream: Iterat
     return LoopEnd(done=steps)
 
 
+def _next_due(series: Thinned, step: int, last: int) -> int:
+    """The first step from ``step`` on that ``series`` wants as it stands, or ``last``. Its stride
+    only ever doubles, so no step before this one can become due later: there is no need to ask
+    again before it."""
+    due = step + (-step % series.stride)
+    return min(due, last) if step <= last else due
+
+
 class _Recording(Callback):
     """What :func:`train` keeps: snapshots by the recorder at the history's cadence, the loss
     curve, evaluations with the progress callback, and with a BN trace every step's batch
@@ -341,10 +349,19 @@ class _Recording(Callback):
         self.replay = trace.replay(config.momentum) if trace is not None else None
         self.eval_weights: dict[int, dict[str, torch.Tensor]] = {}
         self.last = config.steps - 1
+        # The next step to record, the next evaluation (updates done) and the step armed, as
+        # numbers: the loop asks at every step, and asking the series costs a step ~1 us each.
+        recording = recorder is not None
+        self.next_snapshot = _next_due(history.snapshots, 0, self.last) if recording else -1
+        self.next_eval = _next_due(history.evals, 1, config.steps) if recording else -1
+        self.armed_at = -1
 
     def before_step(self, step, model, x, y):
-        if self.recorder is not None and (self.history.snapshots.due(step) or step == self.last):
-            self.recorder.arm()
+        if step == self.next_snapshot:
+            if self.history.snapshots.due(step) or step == self.last:
+                self.recorder.arm()
+                self.armed_at = step
+            self.next_snapshot = _next_due(self.history.snapshots, step + 1, self.last)
 
     def after_forward(self, step, logits, loss, y):
         if self.trace is not None:
@@ -352,7 +369,7 @@ class _Recording(Callback):
         # The pass is kept and summarised with others at the next evaluation (before the
         # progress callback reads the history) or when the recorder holds enough: one numpy
         # pass over many snapshots costs a fraction of one per snapshot.
-        if self.recorder is not None and self.recorder.armed and self.recorder.capture(step) and self.recorder.full:
+        if step == self.armed_at and self.recorder.capture(step) and self.recorder.full:
             self.flush()
         # Only steps the thinned series still wants: adding every step would halve its
         # resolution again at every step once it is full.
@@ -361,11 +378,14 @@ class _Recording(Callback):
 
     def after_step(self, step, model, loss):
         done = step + 1
-        if self.recorder is not None and (self.history.evals.due(done) or done == self.config.steps):
+        if done != self.next_eval:
+            return None
+        stop = False
+        if self.history.evals.due(done) or done == self.config.steps:
             self.evaluate(done)
-            if self.progress is not None and self.progress(done, self.config.steps, self.history) is False:
-                return False
-        return None
+            stop = self.progress is not None and self.progress(done, self.config.steps, self.history) is False
+        self.next_eval = _next_due(self.history.evals, done + 1, self.config.steps)
+        return False if stop else None
 
     def flush(self) -> None:
         """Summarise the captured passes into the history's snapshots."""
@@ -392,6 +412,8 @@ class _Recording(Callback):
 
     def finish(self) -> None:
         self.flush()
+        if self.recorder is not None:
+            self.recorder.close()
         if self.trace is not None:
             self.trace.finish(self.replay.at(self.trace.done - 1) if self.trace.done else None)
 

@@ -1,11 +1,14 @@
 """Recorded numbers against numpy computed on the very same tensors."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from bnviz.config import Config
 from bnviz.models import build
-from bnviz.record import PERCENTILES, Thinned, bin_edges, tap_stats, tap_stats_many
+from bnviz.record import (PERCENTILES, NormStats, Scratch, TapStats, Thinned, bin_edges, made, sorted_rows,
+                          summarize_sorted, tap_stats, tap_stats_many)
 from bnviz.recorder import Recorder
 from taps import block_taps as independent_taps
 from bnviz.record import new_history
@@ -148,3 +151,80 @@ def test_summarising_together_with_each_tensor_on_its_own_edges():
         want = _check_against_numpy(x, e)
         np.testing.assert_array_equal(got.counts, want.counts)
         assert (got.below, got.above, got.zero_frac) == (want.below, want.above, want.zero_frac)
+
+
+def _relu_cases():
+    """Tensors of one shape whose ReLU is summarised from their own sorted values: values on the
+    edges, exact zeros of both signs, non-finite values, a tensor with nothing above 0, one all
+    -inf (its ReLU is all 0) and one all NaN (nothing to summarise)."""
+    g = torch.Generator().manual_seed(4)
+    xs = []
+    for shape in ((64, 100), (16, 8, 3, 3), (7, 3)):
+        x = torch.randn(shape, generator=g) * 2
+        flat = x.view(-1)
+        flat[::13] = 0.0
+        flat[5::17] = -0.0
+        flat[7::19] = torch.tensor([0.05, 0.5, -1.0, 0.1]).repeat(flat[7::19].numel())[:flat[7::19].numel()]
+        bad = x.clone().view(-1)
+        bad[::11] = float("nan")
+        bad[3::23] = float("inf")
+        bad[1::7] = -float("inf")
+        xs.append([x, bad.view(shape), -x.abs(), torch.full(shape, -float("inf")), torch.full(shape, float("nan"))])
+    return xs
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_a_relus_statistics_from_its_inputs_sorted_values_equal_those_of_the_relu_itself(case):
+    tensors = _relu_cases()[case]
+    post, below_zero = np.linspace(0, 5, 101, dtype=np.float32), np.linspace(-1, 3, 41, dtype=np.float32)
+    wide, above_zero = np.linspace(-8, 8, 161, dtype=np.float32), np.linspace(0.05, 2, 40, dtype=np.float32)
+    outputs = [(i, e, relu) for i in range(len(tensors)) for e in (post, below_zero, wide, above_zero)
+               for relu in (False, True)]
+    s, unit = sorted_rows(tensors)
+    got = summarize_sorted(s, unit, [e for _, e, _ in outputs], [i for i, _, _ in outputs], [r for _, _, r in outputs])
+    for (i, e, relu), stats in zip(outputs, got):
+        x = torch.relu(tensors[i]) if relu else tensors[i]
+        want = tap_stats(x, e)   # from the values themselves, sorted on their own
+        np.testing.assert_array_equal(stats.counts, want.counts)
+        np.testing.assert_array_equal(stats.percentiles, want.percentiles)
+        np.testing.assert_array_equal(stats.unit_percentiles, want.unit_percentiles)
+        assert (stats.below, stats.above, stats.nonfinite, stats.n) == (want.below, want.above, want.nonfinite, want.n)
+        assert stats.zero_frac == pytest.approx(want.zero_frac, rel=0, abs=0, nan_ok=True)
+        assert stats.mean == pytest.approx(want.mean, rel=1e-12, abs=1e-300, nan_ok=True)
+        assert stats.std == pytest.approx(want.std, rel=1e-9, abs=1e-12, nan_ok=True)
+        if relu and torch.isfinite(tensors[i]).all():
+            _check_against_numpy(x, e)   # and the ReLU's own against numpy
+
+
+def test_snapshot_parts_made_without_init_equal_and_pickle_as_constructed_ones():
+    import pickle
+    tap = dict(counts=np.arange(3, dtype=np.int32), below=1, above=2, nonfinite=0,
+               percentiles=np.ones(len(PERCENTILES), np.float32), unit_percentiles=np.zeros(len(PERCENTILES), np.float32),
+               mean=0.5, std=1.5, zero_frac=0.25, n=9)
+    norm = dict(batch_mean=None, batch_var=None, running_mean=np.ones(2, np.float32), running_var=np.ones(2, np.float32),
+                weight=None, bias=None, count=4, training=True, frozen=False, num_batches_tracked=3, samples=4)
+    for cls, kw in ((TapStats, tap), (NormStats, norm)):
+        a, b = made(cls, **kw), cls(**kw)
+        assert set(vars(a)) == {f.name for f in dataclasses.fields(cls)}
+        assert repr(a) == repr(b)
+        assert repr(pickle.loads(pickle.dumps(a))) == repr(b)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(a, "count" if cls is NormStats else "n", 1)   # frozen all the same
+
+
+def test_scratch_space_is_kept_between_summaries_and_handed_on(monkeypatch):
+    monkeypatch.setattr(Scratch, "_spare", [])
+    a = Scratch()
+    x = a.take(1000)
+    assert x.dtype == np.float64 and x.shape == (1000,)
+    assert np.shares_memory(a.take(500, np.float32), x)           # the same memory again
+    assert not np.shares_memory(a.take(Scratch.LIMIT), x)         # more than is kept: an array of its own
+    a.release()
+    assert not len(a.space) and len(Scratch._spare) == 1
+    b = Scratch()
+    assert np.shares_memory(b.take(200), x)                       # handed on to the next one
+    for _ in range(Scratch.SPARE + 2):
+        c = Scratch()
+        c.take(10)
+        c.release()
+    assert len(Scratch._spare) <= Scratch.SPARE                   # a few kept at most

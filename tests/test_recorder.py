@@ -274,3 +274,71 @@ def test_passes_summarised_together_equal_each_collected_on_its_own(case):
     assert [s.step for s in got] == list(range(len(inputs)))
     for a, b in zip(got, expected):
         _same_snapshot(a, b)
+
+
+@pytest.mark.parametrize("extra", [{}, {"placement": "after"}, {"activation": "tanh"}, {"arch": "cnn"},
+                                   {"dropout": 0.3, "dropout_position": "before_norm"}, {"dropout": 0.3}])
+def test_what_a_bnviz_network_says_of_its_blocks_changes_how_not_what_is_recorded(extra):
+    """Net.recorded_layers says a block's ReLU takes the norm's output and nothing writes in
+    place: no hook on the ReLU, the tensors kept rather than copied; the snapshot is the one the
+    recorder takes without being told (a hook on every module, copies)."""
+    from dataclasses import replace
+
+    from bnviz.config import Config
+    from bnviz.models import build
+    from bnviz.record import TAPS, bin_edges
+
+    cfg = Config(width=16, depth=2, **extra)
+    shape = (1, 8, 8) if cfg.arch == "cnn" else (64,)
+    model = build(cfg, shape, 10, torch.Generator().manual_seed(0))
+    model.train()
+    x = torch.randn(32, *shape, generator=torch.Generator().manual_seed(1))
+    edges = {tap: bin_edges(tap, cfg) for tap in TAPS}
+    told = model.recorded_layers()
+    untold = [replace(s, act_takes_norm_output=False, read_only=False) for s in told]
+    assert [s.act_takes_norm_output for s in told] == [cfg.placement == "before"] * len(told)
+    relu_after_norm = cfg.activation == "relu" and cfg.placement == "before"
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = [(d.generator, d.generator.get_state()) for d in model.dropouts()]   # the same masks twice
+    outputs = {}
+    hooks = [b.norm.register_forward_hook(lambda m, i, o, n=n: outputs.setdefault(n, o))
+             for n, b in enumerate(model.blocks)]
+    rec = Recorder(model, told, edges)
+    rec.arm()
+    assert all(bool(b.act._forward_hooks) != relu_after_norm for b in model.blocks)
+    model(x)
+    kept = rec.tensors()
+    snap = rec.collect(0)
+    for h in hooks:
+        h.remove()
+    for n, taps in enumerate(kept):   # the norm's very output, not a copy of it
+        assert taps["norm_output"].data_ptr() == outputs[n].data_ptr()
+    model.load_state_dict(state)
+    for generator, drawn in masks:
+        generator.set_state(drawn)
+    rec = Recorder(model, untold, edges)
+    rec.arm()
+    assert all(b.act._forward_hooks for b in model.blocks)
+    model(x)
+    copied = rec.tensors()
+    expected = rec.collect(0)
+    for a, b in zip(kept, copied):
+        assert a.keys() == b.keys()
+        for tap in a:
+            torch.testing.assert_close(a[tap], b[tap], rtol=0, atol=0)
+    _same_snapshot(snap, expected)
+
+
+def test_an_in_place_activation_is_copied_before_whatever_its_owner_says():
+    torch.manual_seed(0)
+    from bnviz.recorder import LayerSpec
+
+    seq = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(inplace=True))
+    spec = LayerSpec(name="bn", norm=seq[1], act=seq[2], act_takes_norm_output=True, read_only=True)
+    rec = Recorder(seq, [spec])
+    rec.arm()
+    seq(torch.randn(16, 4))
+    taps = rec.tensors()[0]
+    assert (taps["norm_output"] < 0).any()                       # taken before the ReLU overwrote it
+    torch.testing.assert_close(taps["post_activation"], torch.relu(taps["norm_output"]))
+    assert rec.collect(0) is not None

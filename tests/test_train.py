@@ -208,3 +208,36 @@ def test_the_views_that_show_bn_diagnostics_ask_for_them():
 
     assert all(c.bn_diagnostics for c in running.runs(running.DEFAULT).values())
     assert sweep_config(Config(), "batchnorm", 8).bn_diagnostics
+
+
+def test_asking_the_thinned_series_only_at_the_next_due_step_misses_no_step():
+    """The loop asks a series whether a step is due only at the step _next_due names: its stride
+    only ever doubles, so every step it wants, asked at every step, is one of those."""
+    from bnviz.record import Thinned
+    from bnviz.train import _next_due
+    for stride, cap, last in ((1, 8, 300), (3, 5, 1000), (20, 200, 999), (7, 400, 10)):
+        series = Thinned(cap=cap, stride=stride)
+        ask = _next_due(series, 0, last)
+        for step in range(last + 1):
+            wanted = series.due(step) or step == last
+            assert step == ask or not wanted
+            if step == ask:
+                if wanted:
+                    series.add(step, step)
+                ask = _next_due(series, step + 1, last)
+
+
+def test_thinned_snapshots_and_evaluations_are_those_of_a_series_asked_at_every_step():
+    from bnviz.record import EVAL_CAP, SNAPSHOT_CAP, Thinned
+    cfg = Config(steps=450, record_every=1, eval_every=1, width=8, depth=1)
+    h = train(cfg).history
+    snapshots, evals = Thinned(SNAPSHOT_CAP, stride=cfg.record_every), Thinned(EVAL_CAP, stride=cfg.eval_every)
+    evals.add(0, 0)
+    for step in range(cfg.steps):
+        if snapshots.due(step) or step == cfg.steps - 1:
+            snapshots.add(step, step)
+        if evals.due(step + 1) or step + 1 == cfg.steps:
+            evals.add(step + 1, step + 1)
+    assert len(h.snapshots) < cfg.steps and len(h.evals) < cfg.steps   # both thinned
+    assert (h.snapshots.steps, h.snapshots.stride) == (snapshots.steps, snapshots.stride)
+    assert (h.evals.steps, h.evals.stride) == (evals.steps, evals.stride)
