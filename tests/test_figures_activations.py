@@ -191,3 +191,56 @@ def test_notes_of_values_beyond_the_bins_fit_narrow_panels(depth):
         label, share = text.split("<br>")
         assert label == "without normalization:" and len(share) <= len("100.0% outside [-8, 8]")
         assert ("[-8, 8]" in share) == (depth <= 6)
+
+
+def _played_heights(x, y, edges) -> np.ndarray:
+    """The heights of a played histogram: a step line (shape "hv") with a point at every edge, the
+    last repeating the last bin's height."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    np.testing.assert_allclose(x, edges, rtol=1e-6, atol=1e-6)
+    assert y[-1] == y[-2]
+    return y[:-1]
+
+
+@pytest.mark.parametrize("tap", ["pre_activation", "norm_output", "post_activation"])
+def test_played_histograms_show_each_frames_recorded_counts_over_n(histories, tap):
+    fig = figs.animated_layer_histograms(histories, tap)
+    steps = list(next(iter(histories.values())).snapshots.steps)
+    assert [f.name for f in fig.frames] == [str(s) for s in steps]
+    assert [s.label for s in fig.layout.sliders[0].steps] == [str(s) for s in steps]
+    keys = [(label, layer) for label, h in histories.items() for layer in range(2) if (layer, tap) in h.snapshots[-1].taps]
+    assert len(fig.data) == len(keys)
+    for trace in fig.data:
+        assert trace.line.shape == "hv" and trace.fill == "tozeroy"
+    top = 0.0
+    for frame, step in zip(fig.frames, steps):
+        # a frame updates every trace: its heights, its name and its hover
+        assert sorted(frame.traces) == list(range(len(keys)))
+        for index, update in zip(frame.traces, frame.data):
+            label, layer = keys[index]
+            st = histories[label].snapshot_at(step).taps[(layer, tap)]
+            heights = _played_heights(fig.data[index].x, update.y, histories[label].edges[tap])
+            np.testing.assert_allclose(heights, st.counts / st.n, rtol=1e-6)
+            top = max(top, heights.max())
+            assert update.name == label
+            assert f"mean {st.mean:.3f}" in update.hovertemplate
+        assert frame.layout.title.text.endswith(f"at step {step}")
+    # the figure shows the last frame, on a y axis that fits every frame
+    for trace, update in zip(fig.data, fig.frames[-1].data):
+        np.testing.assert_array_equal(trace.y, update.y)
+    assert fig.layout.yaxis.range[1] == pytest.approx(top * 1.05, rel=1e-6)
+    assert fig.layout.yaxis.autorange is False
+
+
+def test_played_histograms_of_a_run_that_stopped_early_keep_its_last_snapshot():
+    config = Config(steps=60, width=16, depth=2, record_every=10, eval_every=20)
+    full = train(config).history
+    stopped = train(config, lambda done, total, h: done < 20).history
+    last_step = stopped.snapshots.steps[-1]
+    assert last_step < full.snapshots.steps[-1]
+    fig = figs.animated_layer_histograms({"full": full, "stopped": stopped}, "pre_activation")
+    assert [f.name for f in fig.frames] == [str(s) for s in full.snapshots.steps]
+    update = fig.frames[-1].data[2]                  # the stopped run's first layer, in the last frame
+    assert update.name == f"stopped (step {last_step}, its last recorded)"
+    last = stopped.snapshot_at(last_step).taps[(0, "pre_activation")]
+    np.testing.assert_allclose(update.y[:-1], last.counts / last.n, rtol=1e-6)
