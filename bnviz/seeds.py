@@ -124,13 +124,15 @@ def t_quantile(p: float, df: float) -> float:
 @dataclass(frozen=True)
 class Interval:
     """Mean of ``n`` values and its t-interval [low, high] at ``level``; low = high = NaN for n < 2
-    (one value says nothing about its spread)."""
+    (one value says nothing about its spread). ``given``: how many values there were, the
+    non-finite ones (diverged runs) included, when known."""
 
     mean: float
     low: float
     high: float
     n: int
     level: float = LEVEL
+    given: int | None = None
 
     @property
     def half_width(self) -> float:
@@ -144,15 +146,16 @@ class Interval:
 def mean_interval(values: Iterable[float], level: float = LEVEL) -> Interval:
     """Mean and t-interval of the finite ``values`` (NaNs, e.g. diverged runs, are left out)."""
     x = np.asarray(list(values), dtype=np.float64)
+    given = len(x)
     x = x[np.isfinite(x)]
     n = len(x)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, level)
+        return Interval(math.nan, math.nan, math.nan, 0, level, given)
     mean = float(np.mean(x))
     if n < 2:
-        return Interval(mean, math.nan, math.nan, n, level)
+        return Interval(mean, math.nan, math.nan, n, level, given)
     half = t_quantile(0.5 + level / 2.0, n - 1) * float(np.std(x, ddof=1)) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, level)
+    return Interval(mean, mean - half, mean + half, n, level, given)
 
 
 def within_run_budget(n_seeds: int, runs_per_seed: int, max_runs: int) -> int:
@@ -181,6 +184,10 @@ def verdict(a: str, b: str, diff: Interval, unit: str = "points", digits: int = 
     f = number or f"{{:.{digits}f}}"
     unit = f" {unit}" if unit else ""
     level = f"{diff.level * 100:g} %"
+    if diff.n < 2 and (diff.given or 0) >= 2:   # seeds enough, but runs diverged
+        some = "none" if diff.n == 0 else f"only {diff.n}"
+        return (f"{a} vs {b}: no verdict, {some} of the {diff.given} seeds gave both a value "
+                "(a run that diverged gives none)")
     if diff.n < 2:
         return f"{a} vs {b}: one seed, no interval (choose 2 seeds or more for a verdict)"
     seeds = f"over {diff.n} seeds"

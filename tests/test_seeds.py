@@ -93,6 +93,18 @@ def test_verdict_wording():
     assert "no difference detectable over 5 seeds (-0.4 to 0.8" in line and "BN minus no BN" in line
 
 
+def test_a_verdict_names_diverged_seeds_rather_than_asking_for_more():
+    one = seeds.paired_difference([0.9], [0.8])
+    assert seeds.verdict("BN", "no BN", one) == "BN vs no BN: one seed, no interval (choose 2 seeds or more for a verdict)"
+    nan = float("nan")
+    for a, b, some in (([0.9, 0.91, 0.92], [nan, nan, nan], "none"), ([0.9, 0.91, 0.92], [0.8, nan, nan], "only 1")):
+        diff = seeds.paired_difference(a, b)
+        assert (diff.n, diff.given) == (3 - len([v for v in b if v != v]), 3)
+        assert seeds.verdict("BN", "no BN", diff) == (f"BN vs no BN: no verdict, {some} of the 3 seeds gave both a "
+                                                     "value (a run that diverged gives none)")
+    assert seeds.paired_difference([0.9, 0.91, 0.92], [0.8, nan, 0.82]).scaled(100.0).given == 3
+
+
 class _Eval:
     def __init__(self, acc):
         self.test_acc = acc
