@@ -104,12 +104,48 @@ def is_compiled(model: nn.Module) -> bool:
     return compiled is not None and any(isinstance(m, compiled) for m in model.modules())
 
 
+class _Inert:
+    """What a copy of a watched module gets in place of a recorder's hook: nothing to do."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any) -> None:
+        return None
+
+
+class _Hook:
+    """A recorder's (or watch's) hook as registered on the user's modules.
+
+    ``copy.deepcopy(model)`` in a training loop (an EMA twin, a best-so-far copy) copies every
+    module's hooks with it. A bound method as hook made it deep-copy the recorder and what it
+    held: between a recorded forward and ``w.step`` those are tensors of the autograd graph, and
+    torch refuses to deep-copy them ("Only Tensors created explicitly by the user (graph leaves)
+    support the deepcopy protocol"): the user's copy failed only because the model was watched.
+    The copy is not the watched model: its hook is inert. Pickled (``torch.save(model)``), too.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo: dict) -> _Inert:
+        return _Inert()
+
+    def __reduce__(self) -> tuple:
+        return (_Inert, ())
+
+
 def eager(hook: Callable, compiled: bool) -> Callable:
     """``hook`` as it must be registered on a module that runs compiled: excluded from what
     TorchDynamo traces (it fails on the recorder's Python state, and copying values out of a
-    graph is no part of it), so it runs as plain Python between graphs. Left as is otherwise:
-    the wrapper costs ~8 us a call."""
-    return torch.compiler.disable(hook) if compiled else hook
+    graph is no part of it), so it runs as plain Python between graphs. Otherwise in a
+    :class:`_Hook` (~0.1 us a call), which a deep copy of the model does not take along; the
+    compiled wrapper costs ~8 us a call."""
+    return torch.compiler.disable(hook) if compiled else _Hook(hook)
 
 
 @dataclass(frozen=True)
@@ -213,6 +249,23 @@ def _per_channel(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x.reshape(x.shape[0], x.shape[1], -1), _count(norm, x.shape)
 
 
+def _per_channel_vector(v: torch.Tensor) -> torch.Tensor:
+    """A layer's parameter as one value per channel: itself when it is a vector, else its mean
+    over every axis but the first (the channel axis of a multi-axis ``normalized_shape``)."""
+    return v.reshape(-1) if v.dim() < 2 else v.reshape(v.shape[0], -1).mean(1)
+
+
+def _unbatched_dim(norm: nn.Module | None) -> int | None:
+    """The number of axes of an unbatched input of ``norm`` (InstanceNorm1d: 2, (C, L)); None for
+    a layer whose inputs always carry a batch axis."""
+    if isinstance(norm, _InstanceNorm):
+        try:
+            return int(norm._get_no_batch_dim())
+        except (AttributeError, NotImplementedError, TypeError):
+            return None
+    return None
+
+
 def _count(norm: nn.Module, shape: torch.Size) -> int:
     """The number of values one statistic of ``norm`` covers for an input of ``shape``, from the
     shape alone (the hooks run it on every recorded forward pass): N*H*W for BatchNorm, H*W for
@@ -282,6 +335,11 @@ class _LayerHooks:
         self.spec = spec
         self.act_inplace = spec.act is not None and _inplace(spec.act)
         self.act_relu = spec.act is not None and _relu_only(spec.act)
+        # InstanceNorm also takes one unbatched sample, (C, L) or (C, H, W): its input is then
+        # recorded with a batch axis of 1 added, or its C channels were taken for a batch.
+        self.unbatched_dim = _unbatched_dim(spec.norm)
+        # LayerNorm / RMSNorm over several trailing axes: gamma and beta are not vectors (norm_hook)
+        self.multi_axis = len(tuple(getattr(spec.norm, "normalized_shape", None) or ())) > 1
         # The owner says the ReLU takes the norm's output: the norm's hook records both, none on act.
         self.relu_of_norm = self.act_relu and spec.act_takes_norm_output and spec.norm is not None
         # (An in-place activation writes into the norm's output whatever its owner says.)
@@ -365,6 +423,8 @@ class _LayerHooks:
         x = inputs[0]
         if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
             return
+        if self.unbatched_dim is not None and x.dim() == self.unbatched_dim:
+            x = x.unsqueeze(0)
         self.shape = x.shape
         tensors, keep = self.tensors, self.keep
         if self.recorder.batch_stats:
@@ -380,7 +440,13 @@ class _LayerHooks:
         present = (buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias"))
         # One copy of all four (.data: a parameter's copy must not join the autograd graph);
         # split into arrays only when summarised.
-        flat = [v.data if v.dim() == 1 else v.data.reshape(-1) for v in present if v is not None]
+        # A LayerNorm / RMSNorm over several trailing axes (normalized_shape (C, H, W)) has a gamma
+        # and beta of that shape: recorded per channel (its first axis, as the batch statistics)
+        # as their mean over the other axes, or the run store refused the step (lengths C and
+        # C*H*W) and the user's training stopped. A NaN or inf anywhere stays in the mean.
+        if self.multi_axis:
+            present = tuple([v if v is None or v.dim() == 1 else _per_channel_vector(v.data) for v in present])
+        flat = [v.data for v in present if v is not None]
         joined = torch.cat(flat) if flat else _EMPTY     # a new tensor: the copy itself
         self.joined = joined if joined.is_cpu else joined.to("cpu")
         self.sizes = tuple([None if v is None else v.numel() for v in present])
@@ -575,7 +641,11 @@ class Recorder:
 
     def _summarise(self, passes: Sequence[tuple[int, Sequence["_LayerHooks"]]]) -> list[Snapshot]:
         caps = [layers for _, layers in passes]
-        taps, norms = self._tap_stats(caps), self._norm_stats(caps)
+        # NaN / inf in a diverging model's tensors are recorded as such (counted as nonfinite, NaN
+        # statistics): numpy's "invalid value" / "overflow" warnings about them only pointed the
+        # user at bnviz's lines from inside their training loop.
+        with np.errstate(invalid="ignore", over="ignore"):
+            taps, norms = self._tap_stats(caps), self._norm_stats(caps)
         return [Snapshot(step=step, taps=taps[j], norms=norms[j]) for j, (step, _) in enumerate(passes)]
 
     def _tap_stats(self, passes: Sequence[Sequence[_LayerHooks]]) -> list[dict[tuple[int, str], TapStats]]:

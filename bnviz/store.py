@@ -100,6 +100,12 @@ NORM_COLUMNS = ("step", "layer", "batch_mean", "batch_var", "running_mean", "run
                 "training", "frozen", "num_batches_tracked", "samples")
 
 
+# What decoding a damaged file's values raises (a BLOB that reads back as TEXT after a flipped
+# bit, a meta value of another type, a JSON list where an object was written, ...): inside a
+# read, each is reported as a RunFileError naming the file, never as a traceback of internals.
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
+
 class RunFileError(Exception):
     """A run file that cannot be read as a bnviz run (not SQLite, another program's database, a
     newer format, truncated or damaged); the message names the file and says what is wrong."""
@@ -253,6 +259,20 @@ class RunWriter:
 
     def _saw(self, step: int) -> None:
         self._last_step = step if self._last_step is None else max(self._last_step, step)
+
+    def update_layers(self, layers: Sequence[LayerInfo]) -> None:
+        """Describe the run's layers anew (the same layers, in the same order): a lazy module
+        learns its channels and gets gamma and beta at its first forward, which may come after
+        the writer was made. Visible to readers opened after the next :meth:`commit`."""
+        layers = list(layers)
+        if [layer.name for layer in layers] != [layer.name for layer in self._layers]:
+            raise ValueError("update_layers describes the run's layers again: the same names in the same order")
+        changed = [(json.dumps(dataclasses.asdict(new)), i)
+                   for i, (new, old) in enumerate(zip(layers, self._layers)) if new != old]
+        if changed:
+            with self._writing():
+                self._begin().executemany("UPDATE layers SET info = ? WHERE idx = ?", changed)
+        self._layers = layers
 
     def snapshot_due(self, step: int) -> bool:
         """Whether a snapshot of ``step`` would be kept at the current (thinned) cadence: the
@@ -446,10 +466,54 @@ def _problem(file: Path, err: sqlite3.Error) -> RunFileError:
     return RunFileError(f"{file} cannot be read as a bnviz run ({text})")
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _truncation(file: Path) -> str | None:
+    """Why ``file`` is shorter than its SQLite header says it is, or None.
+
+    SQLite reads a file cut short without complaint until a query reaches a missing page, so a
+    copy that lost its last pages opened as a run and failed later, at whichever read reached
+    them. The header's page count (valid when its "version-valid-for" equals the change
+    counter) tells at once. Not while a -wal file with frames is next to it: the run is being
+    written, or was killed, and the WAL may hold pages the main file does not have yet. (A
+    reader leaves an empty -wal behind: it holds no page.)
+    """
+    try:
+        if os.path.getsize(_with_wal(file)[1]) > 0:
+            return None
+    except OSError:
+        pass   # no -wal
+    try:
+        with open(file, "rb") as f:
+            head = f.read(100)
+        size = os.path.getsize(file)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(_SQLITE_MAGIC) or head[92:96] != head[24:28]:
+        return None
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    expected = page * int.from_bytes(head[28:32], "big")
+    if size < expected:
+        return (f"{file} is damaged: it holds {size} bytes where its header says {expected}; "
+                "it was truncated (a partial copy or download?)")
+    return None
+
+
 def _check_format(file: Path, db: sqlite3.Connection) -> None:
     """Raise RunFileError, saying why, unless ``file`` is a bnviz run this code can read."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not tables:
+        # SQLite opens a file of a few bytes (shorter than its 100-byte header) as an empty
+        # database: only a file that is empty or starts like SQLite is one.
+        try:
+            with open(file, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError:
+            head = b""
+        if head and head != _SQLITE_MAGIC:
+            raise RunFileError(f"{file} is not a bnviz run: it is not a SQLite database (a text file, or damaged)")
         raise RunFileError(f"{file} is not a bnviz run: it is an empty SQLite database")
     if "meta" not in tables:
         raise RunFileError(f"{file} is not a bnviz run: it is a SQLite database of another program "
@@ -473,6 +537,32 @@ def _check_format(file: Path, db: sqlite3.Connection) -> None:
     if columns != list(NORM_COLUMNS):
         raise RunFileError(f"{file} is a bnviz run whose norms table has other columns than this bnviz writes "
                            f"({', '.join(columns)}): record it again with this version")
+    truncated = _truncation(file)
+    if truncated:
+        raise RunFileError(truncated)
+
+
+def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` once the values the store wrote itself are of the kind it wrote: every reader
+    indexes them, and a damaged row (or a foreign file posing as a run) raised KeyError,
+    AttributeError or TypeError from deep inside a read instead of naming the file."""
+    def whole(key: str, value: Any, least: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"meta {key!r} is {value!r}, not a whole number >= {least}")
+
+    for key in ("created", "updated"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"meta {key!r} is {value!r}, not a time")
+    whole("snapshot_stride", meta.get("snapshot_stride"), 1)
+    if meta.get("last_step") is not None:
+        whole("last_step", meta["last_step"], 0)
+    strides = meta.get("scalar_strides")
+    if not isinstance(strides, dict):
+        raise ValueError(f"meta 'scalar_strides' is {strides!r}, not a mapping of names to strides")
+    for name, stride in strides.items():
+        whole(f"scalar_strides[{name!r}]", stride, 1)
+    return meta
 
 
 def _layer_info(file: Path, info: str) -> LayerInfo:
@@ -543,6 +633,14 @@ class StoredRun:
         self._edges: dict[str, np.ndarray] = {}
 
     @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """Decoding what a read returned: a value of the wrong type or form is a damaged file."""
+        try:
+            yield
+        except _DAMAGE as err:
+            raise RunFileError(f"{self.file} is a damaged bnviz run ({err})") from err
+
+    @contextlib.contextmanager
     def _read(self, check: bool = False) -> Iterator[sqlite3.Connection]:
         try:
             db = sqlite3.connect(f"{self.file.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
@@ -556,13 +654,15 @@ class StoredRun:
             yield db
         except sqlite3.Error as err:
             raise _problem(self.file, err) from err
-        except ValueError as err:  # a BLOB or JSON value of the wrong size or form
+        except RunFileError:
+            raise
+        except _DAMAGE as err:  # a BLOB, JSON or column value of the wrong size, type or form
             raise RunFileError(f"{self.file} is a damaged bnviz run ({err})") from err
         finally:
             db.close()
 
     def _meta(self, db: sqlite3.Connection) -> dict[str, Any]:
-        meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+        meta = _checked_meta({key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")})
         meta["status"] = _status(meta)
         return meta
 
@@ -616,16 +716,15 @@ class StoredRun:
         with self._read() as db:
             rows = db.execute(f"SELECT step, {', '.join(columns)} FROM norms WHERE layer = ? ORDER BY step",
                               (layer,)).fetchall()
-        steps = np.array([r[0] for r in rows], dtype=np.int64)
+            # decoded inside the read: a damaged value raises RunFileError naming the file
+            steps = np.array([r[0] for r in rows], dtype=np.int64)
         return steps, [[r[k] for r in rows] for k in range(1, len(columns) + 1)]
 
     def _norm_arrays(self, name: str, columns: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         steps, (a, b) = self._norm_columns(name, columns)
         channels = self.layers[self._index[name]].channels
-        try:
+        with self._decoding():   # TypeError too, not ValueError alone: a damaged BLOB can read back as TEXT
             return steps, _stack(a, channels), _stack(b, channels)
-        except ValueError as err:
-            raise RunFileError(f"{self.file} is a damaged bnviz run ({err})") from err
 
     NORM_ARRAYS = ("batch_mean", "batch_var", "running_mean", "running_var", "weight", "bias")
 
@@ -650,7 +749,9 @@ class StoredRun:
         return self._norm_arrays(name, ("running_mean", "running_var"))
 
     def params(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(steps, weight gamma (S, C), bias beta (S, C)); NaN for a layer without them."""
+        """(steps, weight gamma (S, C), bias beta (S, C)); NaN for a layer without them. For a
+        LayerNorm / RMSNorm over several axes (``normalized_shape`` (C, H, W)) the channels are
+        its first axis, and gamma / beta their mean over the other axes."""
         return self._norm_arrays(name, ("weight", "bias"))
 
     def layer_state(self, name: str) -> dict[str, np.ndarray]:
@@ -659,20 +760,27 @@ class StoredRun:
         NaN where the layer has none)."""
         steps, (count, samples, training, frozen, nbt) = self._norm_columns(
             name, ("count", "samples", "training", "frozen", "num_batches_tracked"))
-        return {"steps": steps, "count": np.array(count, dtype=np.int64), "samples": np.array(samples, dtype=np.int64),
-                "training": np.array(training, dtype=bool),
-                "frozen": np.array(frozen, dtype=bool),
-                "num_batches_tracked": np.array([_real(n) for n in nbt], dtype=np.float64)}
+        with self._decoding():
+            return {"steps": steps, "count": np.array(count, dtype=np.int64),
+                    "samples": np.array(samples, dtype=np.int64), "training": np.array(training, dtype=bool),
+                    "frozen": np.array(frozen, dtype=bool),
+                    "num_batches_tracked": np.array([_real(n) for n in nbt], dtype=np.float64)}
 
     def scalars(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of the scalar series ``name``, float64."""
         with self._read() as db:
             names = sorted(self._meta(db)["scalar_strides"])
-            if name not in names:
-                raise KeyError(f"no scalar {name!r} in {self.file}; it has: {', '.join(names) or '(none)'}")
-            rows = db.execute("SELECT step, value FROM scalars WHERE name = ? ORDER BY step", (name,)).fetchall()
-        return (np.array([s for s, _ in rows], dtype=np.int64),
-                np.array([_real(v) for _, v in rows], dtype=np.float64))
+            rows = None
+            if name in names:
+                rows = db.execute("SELECT step, value FROM scalars WHERE name = ? ORDER BY step", (name,)).fetchall()
+                # decoded inside the read: a damaged value raises RunFileError naming the file
+                out = (np.array([s for s, _ in rows], dtype=np.int64),
+                       np.array([_real(v) for _, v in rows], dtype=np.float64))
+        # The unknown name is the caller's mistake, not damage: raised outside the read, which
+        # reports any KeyError inside it as a damaged file.
+        if rows is None:
+            raise KeyError(f"no scalar {name!r} in {self.file}; it has: {', '.join(names) or '(none)'}")
+        return out
 
     def history(self) -> History:
         """The run as the in-memory :class:`~bnviz.record.History` every figure draws from
@@ -692,11 +800,12 @@ class StoredRun:
                                                   training=bool(training), frozen=bool(frozen), num_batches_tracked=nbt,
                                                   samples=samples)
             losses = db.execute("SELECT step, value FROM scalars WHERE name = 'loss' ORDER BY step").fetchall()
-        snapshots: Thinned[Snapshot] = Thinned(SNAPSHOT_CAP, stride=meta["snapshot_stride"], steps=list(snaps),
-                                               items=[Snapshot(s, taps, norms) for s, (taps, norms) in snaps.items()])
-        loss_series: Thinned[tuple[float, float]] = Thinned(
-            LOSS_CAP, stride=meta["scalar_strides"].get("loss", 1), steps=[s for s, _ in losses],
-            items=[(_real(v), math.nan) for _, v in losses])
+        with self._decoding():
+            snapshots: Thinned[Snapshot] = Thinned(SNAPSHOT_CAP, stride=meta["snapshot_stride"], steps=list(snaps),
+                                                   items=[Snapshot(s, taps, norms) for s, (taps, norms) in snaps.items()])
+            loss_series: Thinned[tuple[float, float]] = Thinned(
+                LOSS_CAP, stride=meta["scalar_strides"].get("loss", 1), steps=[s for s, _ in losses],
+                items=[(_real(v), math.nan) for _, v in losses])
         return History(config=None, layer_names=[layer.name for layer in self.layers], edges=edges,
                        snapshots=snapshots, losses=loss_series, evals=Thinned(EVAL_CAP),
                        elapsed_s=float(meta["updated"]) - float(meta["created"]))

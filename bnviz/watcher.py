@@ -20,12 +20,14 @@ Losses are the same bit for bit with and without watching (tests/test_watch.py).
 """
 from __future__ import annotations
 
+import numbers
 import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,9 +54,13 @@ def _activation_layers(model: nn.Module) -> list[LayerSpec]:
 
 
 def _scalar(name: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise TypeError(f"w.step({name}=...) needs a single number; got a tensor of shape {tuple(value.shape)}")
+    # A numpy array of one value is taken like a tensor of one value (float() refuses an array
+    # of shape (1,) in numpy 2: np.array([loss]) was an error where torch.tensor([loss]) was not).
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        count = value.size if isinstance(value, np.ndarray) else value.numel()
+        if count != 1:
+            kind = "an array" if isinstance(value, np.ndarray) else "a tensor"
+            raise TypeError(f"w.step({name}=...) needs a single number; got {kind} of shape {tuple(value.shape)}")
         value = value.item()
     try:
         return float(value)
@@ -68,8 +74,10 @@ class Watch:
 
     def __init__(self, model: nn.Module, run_dir: str | os.PathLike, every: int = 20, *,
                  holdout: tuple[torch.Tensor, torch.Tensor] | None = None, overwrite: bool = False):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        # Any whole number (a numpy integer from a config or an array too), not int alone.
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
+        every = int(every)
         if not isinstance(model, nn.Module):
             raise TypeError(f"bnviz.watch needs a torch.nn.Module, got {type(model).__name__}")
         if holdout is not None and (not isinstance(holdout, (tuple, list)) or len(holdout) != 2):
@@ -93,7 +101,10 @@ class Watch:
         self.steps_done = 0
         self._writer: RunWriter | None = None
         self._last_commit = time.monotonic()
-        self._inputs: list[torch.Tensor] = []
+        self._inputs: list[tuple] = []
+        # The layers' descriptions were read before any recorded forward (w.step before the first
+        # forward, or close without one): a lazy module had no channels nor gamma/beta yet.
+        self._infos_provisional = False
         self._input_hook = None
         self._closed = False
         self._arm()
@@ -114,8 +125,11 @@ class Watch:
         if self._input_hook is not None:
             self._input_hook.remove()
             self._input_hook = None
-        if inputs and isinstance(inputs[0], torch.Tensor):
-            self._inputs = (self._inputs + [inputs[0].detach().clone()])[-PRECISE_BATCHES:]
+        # Every positional argument: a model of several inputs (a siamese net's forward(a, b))
+        # is called with all of them again; with the first alone the precise-BN pass failed.
+        if any(isinstance(a, torch.Tensor) for a in inputs):
+            kept = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in inputs)
+            self._inputs = (self._inputs + [kept])[-PRECISE_BATCHES:]
 
     def _open_writer(self) -> RunWriter:
         info = unwrap(self.model)
@@ -140,12 +154,19 @@ class Watch:
             self._input_hook = None
         if self._writer is None:
             self._writer = self._open_writer()
+            self._infos_provisional = snap is None
         if snap is not None:
+            if self._infos_provisional:
+                # A lazy module (LazyBatchNorm2d) learns its channels and gets gamma and beta at
+                # its first forward; read before it, the run said "0 channels, no affine" for good
+                # and the doctor skipped its parameters.
+                self._writer.update_layers(self.recorder.layer_infos())
+                self._infos_provisional = False
             if not self._writer.has_snapshots and self.recorder.edges is not None:
                 self._writer.set_edges(self.recorder.edges)
             self._writer.add_snapshot(snap)
             if self.holdout is not None:
-                values.update(self._evaluate_holdout())
+                values.update(self._holdout_scores())
         if values:
             self._writer.add_scalars(step, values)
         self.steps_done += 1
@@ -156,6 +177,20 @@ class Watch:
         self._arm()
 
     # ----- held-out evaluation -----------------------------------------------------------------
+    def _holdout_scores(self) -> dict[str, float]:
+        """:meth:`_evaluate_holdout`, or nothing once it has failed. It calls the user's model in
+        ways the training loop does not (eval mode, the held-out batch, the kept inputs): a model
+        that cannot take them must not stop the training it watches. Warned once, then off."""
+        try:
+            return self._evaluate_holdout()
+        except Exception as exc:  # noqa: BLE001 - whatever the user's model raises; state is restored
+            warnings.warn(f"bnviz.watch: the held-out evaluation failed ({type(exc).__name__}: {exc}); "
+                          "it is off for the rest of this run (pass holdout=(inputs, targets), inputs a "
+                          "tuple for a model of several inputs)", RuntimeWarning, stacklevel=3)
+            self.holdout = None
+            self._inputs = []
+            return {}
+
     @torch.no_grad()
     def _evaluate_holdout(self) -> dict[str, float]:
         """Held-out loss and accuracy in eval mode (BN with its running statistics), and the
@@ -172,18 +207,19 @@ class Watch:
         saved = [(m, m.momentum, [(b, b.clone()) for b in m.buffers()]) for m in norms]
         rng = torch.get_rng_state()
         out: dict[str, float] = {}
+        args = tuple(x) if isinstance(x, (tuple, list)) else (x,)   # the inputs of a model of several
         try:
             model.eval()
-            out.update(_scores(model(x), y, "holdout"))
+            out.update(_scores(model(*args), y, "holdout"))
             if norms and self._inputs:
                 for m in norms:
                     m.reset_running_stats()
                     m.momentum = None
                     m.train()
                 for xb in self._inputs:
-                    model(xb)
+                    model(*xb)
                 model.eval()
-                precise = _scores(model(x), y, "holdout_precise")
+                precise = _scores(model(*args), y, "holdout_precise")
                 out.update(precise)
         finally:
             for m, momentum, buffers in saved:
@@ -241,9 +277,26 @@ def watch(model: nn.Module, run_dir: str | os.PathLike, every: int = 20, *,
     histograms and percentiles of its output and of the activation after it). Scalars passed to
     :meth:`Watch.step` are kept for every step.
 
+    Which forward, and which call, when there are several (a design choice, tested in
+    tests/test_watch_foreign.py): step ``s`` is the *first* training-mode forward of the watched
+    model after ``s`` optimizer steps, and each layer is recorded at its *first call* in it.
+    With gradient accumulation (k forwards per optimizer step) or a GAN's discriminator (called
+    on the real batch, then on the fake one) that is the first micro-batch / the first call; a
+    layer used twice in one forward (shared weights, a siamese net's ``f(a)``, ``f(b)``) is
+    recorded at its first use: the batch statistics it normalized that input with, and its
+    running buffers right after that call (so ``running = (1 - momentum) * before + momentum *
+    unbiased batch var`` holds for the recorded pair; the second use's update comes after).
+    Forwards in eval mode (validation, under ``torch.no_grad`` or not) are never recorded; a
+    ``step()`` with no training forward since the previous one records only its scalars.
+
+    Scalars: numbers, or tensors / numpy arrays of one value; NaN and inf are kept as such.
+    Any name a keyword can carry, ``w.step(**{"val loss": v})`` included.
+
     ``holdout``: an (inputs, targets) batch kept aside; at each recorded step its loss and accuracy
     in eval mode are recorded, with and without BN's running statistics recomputed (precise BN):
-    the BN doctor's evidence for an eval-mode collapse.
+    the BN doctor's evidence for an eval-mode collapse. For a model of several inputs pass
+    ``inputs`` as a tuple (``model(*inputs)``). If the model cannot be evaluated that way, a
+    RuntimeWarning says why and the held-out evaluation is off for the run: training goes on.
 
     In a torch.distributed job each process records its own run, in ``run_dir/rank-<rank>``.
     Raises FileExistsError if ``run_dir`` already holds a run, unless ``overwrite=True``.
