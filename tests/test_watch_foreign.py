@@ -346,6 +346,21 @@ def _mlp():
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.BatchNorm1d(8))
 
 
+def plain_and_watched(make, run_loop, names: list[str], run_dir: Path, every: int):
+    """``run_loop(model)`` on a model from ``make``, bare, then ``run_loop(model, w, spy)`` on
+    another made from the same seed, watched, with a :class:`Spy` on ``names``: (the bare
+    result, the watched result, the watched model, the spy)."""
+    torch.manual_seed(0)
+    plain = run_loop(make())
+    torch.manual_seed(0)
+    model = make()
+    spy = Spy(model, names)
+    with bnviz.watch(model, run_dir, every=every) as w:
+        watched = run_loop(model, w, spy)
+    spy.close()
+    return plain, watched, model, spy
+
+
 def test_a_layer_used_twice_in_one_forward_is_recorded_at_its_first_use(tmp_path):
     """A siamese net: one encoder (its BNs) applied to two batches of different distributions in
     one forward. Recorded: the first use's batch statistics and the buffers right after it."""
@@ -374,14 +389,7 @@ def test_a_layer_used_twice_in_one_forward_is_recorded_at_its_first_use(tmp_path
                 spy.next()
         return losses
 
-    torch.manual_seed(0)
-    plain = run_loop(Siamese())
-    torch.manual_seed(0)
-    model = Siamese()
-    hooks = Spy(model, ["f.1", "f.4"])
-    with bnviz.watch(model, tmp_path / "siamese", every=2) as w:
-        losses = run_loop(model, w, hooks)
-    hooks.close()
+    plain, losses, model, hooks = plain_and_watched(Siamese, run_loop, ["f.1", "f.4"], tmp_path / "siamese", 2)
     assert losses == plain
     run = bnviz.open_run(tmp_path / "siamese")
     assert run.norm_layers == ["f.1", "f.4"]
@@ -418,14 +426,7 @@ def test_gradient_accumulation_records_the_first_micro_batch_of_each_step(tmp_pa
                 spy.next()
         return losses
 
-    torch.manual_seed(0)
-    plain = run_loop(_mlp())
-    torch.manual_seed(0)
-    model = _mlp()
-    spy = Spy(model, ["1", "4"])
-    with bnviz.watch(model, tmp_path / "accum", every=2) as w:
-        losses = run_loop(model, w, spy)
-    spy.close()
+    plain, losses, model, spy = plain_and_watched(_mlp, run_loop, ["1", "4"], tmp_path / "accum", 2)
     assert losses == plain
     run = bnviz.open_run(tmp_path / "accum")
     assert_recorded_as_spied(run, spy, model, [0, 2, 4])
@@ -635,14 +636,7 @@ def test_deep_copies_of_the_model_mid_step_work_and_are_not_recorded(tmp_path):
                 spy.next()
         return losses, copies
 
-    torch.manual_seed(0)
-    plain, _ = run_loop(_mlp())
-    torch.manual_seed(0)
-    model = _mlp()
-    spy = Spy(model, ["1", "4"])
-    with bnviz.watch(model, tmp_path / "copies", every=1) as w:
-        losses, copies = run_loop(model, w, spy)
-    spy.close()
+    (plain, _), (losses, copies), model, spy = plain_and_watched(_mlp, run_loop, ["1", "4"], tmp_path / "copies", 1)
     assert losses == plain
     assert_recorded_as_spied(bnviz.open_run(tmp_path / "copies"), spy, model, [0, 1, 2, 3])
     for twin in copies:   # whatever the copies kept of the hooks does nothing
