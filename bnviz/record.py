@@ -182,7 +182,10 @@ def sorted_rows(tensors: Sequence[torch.Tensor], scratch: Scratch | None = None)
     k = len(tensors)
     shape = tuple(tensors[0].shape)
     dtype = tensors[0].detach()[:0].numpy().dtype
-    rows = (scratch if scratch is not None else Scratch()).take(k * math.prod(shape), dtype).reshape(k, *shape)
+    # Without a caller's scratch, new memory: a Scratch made here would take a spare space from
+    # the pool kept for the recorders and never hand it back.
+    n = k * math.prod(shape)
+    rows = (scratch.take(n, dtype) if scratch is not None else np.empty(n, dtype=dtype)).reshape(k, *shape)
     torch.stack([t.detach() for t in tensors], out=torch.from_numpy(rows))
     unit = np.sort((rows[:, :, 0] if rows.ndim > 2 else rows).reshape(k, -1), axis=1)
     s = rows.reshape(k, -1)
@@ -244,7 +247,7 @@ def summarize_sorted(s: np.ndarray, unit: np.ndarray, edges: Sequence[np.ndarray
     # Sums in float64 over each row's finite block cut at 0, [start, positive) and [positive, end):
     # a row's are both parts', its ReLU's the second's. One reduceat per sum for every row (a
     # trailing 0 makes an index at the very end valid; a part left empty is 0).
-    f = (scratch if scratch is not None else Scratch()).take(k * m + 1)
+    f = scratch.take(k * m + 1) if scratch is not None else np.empty(k * m + 1)   # (see sorted_rows)
     f[-1] = 0.0
     np.copyto(f[:-1].reshape(k, m), s)
     at = (np.arange(k) * m)[:, None] + np.stack([start, positive, end], axis=1)

@@ -225,3 +225,17 @@ def test_scratch_space_is_kept_between_summaries_and_handed_on(monkeypatch):
         c.take(10)
         c.release()
     assert len(Scratch._spare) <= Scratch.SPARE                   # a few kept at most
+
+
+def test_sorting_without_a_scratch_leaves_the_recorders_spare_space_alone(monkeypatch):
+    import torch
+    monkeypatch.setattr(Scratch, "_spare", [])
+    kept = Scratch()
+    kept.take(4096)
+    kept.release()
+    spare = list(Scratch._spare)
+    t = torch.randn(3, 8, 5)
+    s, unit = sorted_rows([t, t * 2])
+    summarize_sorted(s, unit, [np.linspace(-3, 3, 13)] * 2)
+    assert len(Scratch._spare) == 1 and Scratch._spare[0] is spare[0]
+    np.testing.assert_array_equal(s[0], np.sort(t.numpy().ravel()))
