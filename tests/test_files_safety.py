@@ -130,7 +130,8 @@ def test_the_app_offers_no_upload():
 
 def test_every_file_read_goes_through_the_capped_readers():
     """In the package, raw file reads live only in data.py's capped readers (and the CLI's --config
-    file, and the MP4 that animate.py has ffmpeg write into its own temporary folder)."""
+    file, the MP4 that animate.py has ffmpeg write into its own temporary folder, and the run
+    store's look at a run file's 100-byte SQLite header, to name a truncated or foreign file)."""
     readers = {}
     for path in APP_SOURCES:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -138,9 +139,26 @@ def test_every_file_read_goes_through_the_capped_readers():
                 name = _dotted(node.func) or ""
                 if name.endswith((".read_bytes", ".read_text", "gzip.open", ".load")) or name == "open":
                     readers.setdefault(str(path.relative_to(ROOT)), set()).add(name)
-    assert set(readers) <= {"bnviz/data.py", "bnviz/cli.py", "bnviz/animate.py"}, readers
+    assert set(readers) <= {"bnviz/data.py", "bnviz/cli.py", "bnviz/animate.py", "bnviz/store.py"}, readers
     assert readers.get("bnviz/animate.py", {"open"}) == {"open"}
     assert readers["bnviz/data.py"] == {"path.read_bytes", "gzip.open", "np.load"}
+    assert readers.get("bnviz/store.py", {"open"}) == {"open"}
+    # ... and the store reads a header only: every read of an opened file has a bound of 100 bytes
+    # at most (a number, or the length of a constant of the module)
+    store = ast.parse((ROOT / "bnviz" / "store.py").read_text())
+    constants = {t.id: n.value.value for n in ast.walk(store) if isinstance(n, ast.Assign)
+                 and isinstance(n.value, ast.Constant) for t in n.targets if isinstance(t, ast.Name)}
+    reads = [n for n in ast.walk(store) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "read" and _dotted(n.func.value) == "f"]
+    assert reads
+    for call in reads:
+        (arg,) = call.args
+        if isinstance(arg, ast.Constant):
+            bound = arg.value
+        else:
+            assert _dotted(arg.func) == "len" and isinstance(arg.args[0], ast.Name), ast.dump(arg)
+            bound = len(constants[arg.args[0].id])
+        assert isinstance(bound, int) and 0 < bound <= 100
 
 
 # ----- the MNIST loader on hostile files -------------------------------------------------------------
