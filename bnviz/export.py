@@ -20,6 +20,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import threading
 import unicodedata
 import zipfile
@@ -48,6 +49,7 @@ __all__ = [
     "modebar_config",
     "presentation",
     "safe_filename",
+    "settle_pandas",
 ]
 
 CHROMIUM_HELP = (
@@ -451,6 +453,16 @@ def presentation(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go.Figure
     # keys plotly.js documents were changed (the tests render the result). Validating would take
     # 20-140 ms a figure (the template above all), on every page run with Presentation on.
     return go.Figure(spec, _validate=False)
+
+
+def settle_pandas() -> None:
+    """Wait for an import of pandas that another thread has begun (see the import in bnviz.ui).
+
+    For the home page, which draws its first chart before it imports bnviz.ui: a run of another
+    page can be importing pandas meanwhile, and plotly, which only looks pandas up in sys.modules,
+    would meet a half-imported module. ``import`` waits on the module's lock until it is done."""
+    if "pandas" in sys.modules:
+        import pandas  # noqa: F401
 
 
 def modebar_config(filename: str, scale: float = 2) -> dict[str, Any]:

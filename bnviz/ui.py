@@ -39,6 +39,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
+# pandas first, and here, not where a page first needs it (Inside BN, a table, a CSV): plotly looks
+# pandas up in sys.modules without importing it (is this a Series?), and with fast reruns a page
+# switch starts the new run while the old one is still in `import pandas`. The new run's figures
+# then met a half-imported module: "Something went wrong (AttributeError: partially initialized
+# module 'pandas' has no attribute 'Series')" on every chart. A page imports this module before it
+# draws anything, and an import another thread has begun is waited for; ~0.4 s once per server.
+import pandas  # noqa: F401
 import plotly.graph_objects as go
 import streamlit as st
 import torch
@@ -47,7 +54,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import executor, export, idle_gc, seeds
 from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
-                     Config, ConfigError, check, from_query)
+                     Config, ConfigError, _shown, check, from_query)
 from .data import DataNotFoundError, DataFormatError
 from .record import History
 from .seeds import MAX_SEEDS
@@ -86,6 +93,7 @@ LIVE_REDRAW_S = 0.7  # seconds between redraws of a live training chart
 PRESENTATION = "presentation"  # session and URL key of the Presentation setting, one for every page
 MAX_RUNS = 160  # runs one page trains at most (its networks times its seeds)
 RELEASE_GRACE_S = 2.0  # an interrupted page's runs go on this long, for its next run to take them over
+_GONE = object()
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,7 @@ class Page:
         self.figures: dict[str, go.Figure] = {}
         self.animations: dict[str, Callable[[], bytes]] = {}  # file name -> its GIF, made on demand
         self.url_notes: list[str] = []
+        self._notes_box: Any = None                    # where the link's notes are shown (see _link_note)
         self._config_for_url: dict[str, str] = {}      # the Config's part of the URL (none without one)
         self.parts: dict[str, tuple[str, ...]] = {}   # fragment key -> the view settings it is drawn with
         self._drawing: str | None = None               # the part being drawn now, if any
@@ -322,11 +331,42 @@ class Page:
         self._write_url()
 
     def _warn_url_notes(self) -> None:
+        # A placeholder while display values from the link are still to be checked against their
+        # control's options (known only once the page has its runs): _link_note adds to it then.
+        if self.url_notes or st.session_state.get(f"{self.slug}.__from_link"):
+            self._notes_box = st.empty()
+            self._show_url_notes()
+
+    def _show_url_notes(self) -> None:
         if self.url_notes:
             # a link with thousands of bad keys would otherwise show (and resend) megabytes of notes
             more = len(self.url_notes) - MAX_URL_NOTES
-            st.warning("Some settings in the link were adjusted: " + "; ".join(self.url_notes[:MAX_URL_NOTES])
-                       + (f"; and {more} more" if more > 0 else "") + ".")
+            self._notes_box.warning("Some settings in the link were adjusted: "
+                                    + "; ".join(self.url_notes[:MAX_URL_NOTES])
+                                    + (f"; and {more} more" if more > 0 else "") + ".")
+
+    def _link_note(self, note: str) -> None:
+        """A note about a link's display value found out of range after the notes were drawn (a
+        layer, step or tap the page's runs do not have): added to the link's warning, which a
+        ``?layer=99`` would otherwise never get (the value was snapped silently)."""
+        self.url_notes = [*self.url_notes, note]
+        st.session_state[f"{self.slug}.__url_notes"] = self.url_notes
+        if self._notes_box is not None and self._drawing is None \
+                and not getattr(get_script_run_ctx(), "fragment_ids_this_run", None):
+            self._show_url_notes()
+        else:  # inside a part: its own warning (the box above belongs to the page script)
+            st.warning(f"A setting in the link was adjusted: {note}.")
+
+    def _snap(self, key: str, options: Sequence[Any], fallback: Any = _GONE) -> None:
+        """A display setting its control cannot show (from a link, or an option that is gone) becomes
+        the nearest option (or ``fallback``); a value that came from the link says so."""
+        pending = st.session_state.get(f"{self.slug}.__from_link", {})
+        if key in st.session_state and st.session_state[key] not in options:
+            value = _nearest(list(options), st.session_state[key]) if fallback is _GONE else fallback
+            if key in pending:
+                self._link_note(f"{key.rsplit('.', 1)[-1]}: {pending[key]} is not offered here; using {value!r}")
+            st.session_state[key] = value
+        pending.pop(key, None)   # checked: from now on the value is the page's own
 
     def _seed_from_url(self, base: Config, names: Sequence[str], view: Mapping[str, Any]) -> None:
         flag = f"{self.slug}.__url_read"
@@ -336,9 +376,10 @@ class Page:
         st.session_state[flag] = True
         params = {k: st.query_params.get_all(k) for k in st.query_params.keys()}
         cfg_params = {k: v for k, v in params.items() if k not in view and k != PRESENTATION}
-        if PRESENTATION in params:
-            st.session_state[PRESENTATION] = parse_view_value(PRESENTATION, params[PRESENTATION][-1], False)[0]
         config, notes = from_query(cfg_params, base)
+        if PRESENTATION in params:
+            st.session_state[PRESENTATION], note = parse_view_value(PRESENTATION, params[PRESENTATION][-1], False)
+            notes += [note] if note else []
         for key in cfg_params:
             if key in names:
                 value = _widget_value(key, getattr(config, key))
@@ -347,12 +388,16 @@ class Page:
                 st.session_state[self._key(key)] = value
             elif key in {f.name for f in fields(Config)}:
                 notes.append(f"{key} has no control on this page; ignored")
+        from_link = {}   # display values the link set: _snap says so if their control cannot show them
         for key, default in view.items():
             if key in params:
                 value, note = parse_view_value(key, params[key][-1], default)
                 st.session_state[f"{self.slug}.view.{key}"] = value
-                if note:
+                if note:       # already said (and the value replaced): one note per key
                     notes.append(note)
+                else:
+                    from_link[f"{self.slug}.view.{key}"] = _shown(str(params[key][-1]).strip())
+        st.session_state[f"{self.slug}.__from_link"] = from_link
         self.url_notes = notes
         st.session_state[f"{self.slug}.__url_notes"] = notes
 
@@ -367,18 +412,20 @@ class Page:
         if dict(st.query_params) != query:
             st.query_params.from_dict(query)
 
-    def view_value(self, name: str, default: Any, options: Sequence[Any] | None = None) -> str:
+    def view_value(self, name: str, default: Any, options: Sequence[Any] | None = None, *,
+                   fallback: Any = _GONE) -> str:
         """Session-state key for a display-only widget whose value the URL carries.
 
         Gives the setting its default; with ``options``, also snaps a value the control cannot show
-        (from a link, or an option that is gone) to the nearest one. A part (:meth:`part`) that
+        (from a link, or an option that is gone) to the nearest one (to ``fallback`` if given), and
+        says so in the link's warning when the link set it. A part (:meth:`part`) that
         draws the setting's control itself needs this before it is drawn: it reads its settings first.
         """
         key = f"{self.slug}.view.{name}"
         if key not in st.session_state:
             st.session_state[key] = default
         if options is not None:
-            _snap(key, options)
+            self._snap(key, options, fallback)
         return key
 
     def view_settings(self, defaults: Mapping[str, Any],
@@ -413,11 +460,15 @@ class Page:
             st.session_state[key] = st.session_state[key]  # sent with the widget: the browser shows it again
         if "on_change" not in kwargs:
             kwargs.update(on_change=self._redraw_parts, args=(name,))
+        # Kept when the control is not drawn: without it Streamlit drops the value on a page switch
+        # (or a run that fails before the control), and the user's layer, tap, seeds, ... are gone
+        # when they come back. The settings controls (_widget) are kept the same way.
+        kwargs.setdefault("persist_state", "session")
         homes = st.session_state.setdefault(f"{self.slug}.__control_parts", {})
         if homes.get(name) != self._drawing:
             homes[name] = self._drawing
         if options is not None:
-            _snap(key, options)
+            self._snap(key, options)
             value = widget(label, options, key=key, **kwargs)
         else:
             value = widget(label, key=key, **kwargs)
@@ -677,7 +728,8 @@ class Page:
         total_steps = sum(configs[label].steps for label in todo)
         try:
             with st.status(f"Training {len(todo)} network(s)…", expanded=True) as status:
-                st.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
+                stop_slot = st.empty()   # emptied when the data is missing: nothing is left to stop
+                stop_slot.button("Stop", key=stop_key, help="Stop training and show what has been recorded so far.")
                 waiting = st.empty()
                 bar = st.progress(0.0)
                 # One slot per live figure, in a container made now: a slot is only ever a chart
@@ -691,7 +743,11 @@ class Page:
                         try:
                             run = executor.unpack(task.result())
                         except (DataNotFoundError, DataFormatError) as exc:
-                            status.update(label="Data missing", state="error")
+                            # expanded: without it the browser collapses the box, and the message
+                            # saying which files to put where is hidden under "Data missing"
+                            status.update(label="Data missing", state="error", expanded=True)
+                            stop_slot.empty()
+                            bar.empty()
                             st.error(str(exc))
                             st.stop()
                         for label in labels_of[task.id]:
@@ -812,16 +868,6 @@ class Page:
                            mime="application/zip", key=f"{self.slug}.zip", on_click="ignore")
 
 
-_GONE = object()
-
-
-def _snap(key: str, options: Sequence[Any]) -> None:
-    """A display setting its control cannot show (from a link, or an option that is gone) becomes
-    the nearest option."""
-    if key in st.session_state and st.session_state[key] not in options:
-        st.session_state[key] = _nearest(list(options), st.session_state[key])
-
-
 def _plain(value: Any) -> bool:
     """A value a settings snapshot keeps: what widgets hold (numbers, text, lists of them)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -846,12 +892,19 @@ def parse_view_value(name: str, raw: str, default: Any) -> tuple[Any, str | None
     """Validate a display-only URL value against its default's type; never raises."""
     raw = str(raw)[:64]
     if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on"), None
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value in ("1", "true", "yes", "on"), None
+        # ?log_y=maybe was read as off without a word: say so
+        return default, f"{name}: {_shown(raw)} is not on or off (1 or 0); kept {'on' if default else 'off'}"
     if isinstance(default, int):
         try:
-            value = int(float(raw))
+            number = float(raw)
+            value = int(number)
         except (ValueError, OverflowError):
             return default, f"{name}: {raw[:20]!r} is not a whole number; kept {default}"
+        if value != number:   # ?layer=1.5 was cut to 1 without a word
+            return value, f"{name}: {raw[:20]} is not a whole number; using {value}"
         return value, None
     if isinstance(default, float):
         try:

@@ -9,7 +9,7 @@ from streamlit.errors import StreamlitPageNotFoundError
 # browser loads plotly.js and draws the picture, and training waits until it is drawn
 # (let_browser_draw): on two cores the two would slow each other down.
 from bnviz import navigation
-from bnviz.export import modebar_config, safe_filename
+from bnviz.export import modebar_config, safe_filename, settle_pandas
 from bnviz.figures import intro
 from bnviz.ui_first_paint import let_browser_draw
 
@@ -26,6 +26,7 @@ st.markdown(
     "averages of them collected during training: the source of most of BN's surprises.")
 st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i,\quad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2,\quad "
          r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i=\gamma\,\hat x_i+\beta")
+settle_pandas()  # another page's run may be importing pandas: plotly must not meet it half-imported
 intro_fig = intro.standardization_figure()
 intro_box = st.container()
 intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME), key=f"home.chart.{safe_filename(intro.NAME)}",
@@ -45,6 +46,10 @@ with ui.guard():
                            "the shape of the distribution, its skewness included, does not change.")
 
     config = page.config(home.VIEW.default, main=("activation", "norm", "placement"), seeds=True)
+    if not config.has_norm:  # one curve under a "with and without" title would look like a lost run
+        st.info("Normalization is off (Normalization: none, or BN placement: no normalization): with and without "
+                "would be the same network, so only the network without normalization is trained. Choose a "
+                "normalization and a placement to compare the two.")
     runs = page.train(home.runs(config), live=figures.training_curves)
     if runs:
         [(name, fig)] = home.make_figures(config, runs, page.seed_runs).items()

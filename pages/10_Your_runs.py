@@ -238,9 +238,8 @@ def prepare_settings(data: view.RunData) -> None:
     page.view_value("step", steps[-1], options=steps)
     for name, options, default in (("layer", data.layer_names, view.default_layer(data)),
                                    ("tap", data.history.taps, view.default_tap(data))):
-        page.view_value(name, default)
-        if st.session_state[key(name)] not in options:
-            st.session_state[key(name)] = default
+        # a link's ?layer=nope falls back to the default, and the link's warning says so
+        page.view_value(name, default, options=options, fallback=default)
 
 
 with ui.guard():
@@ -249,7 +248,8 @@ with ui.guard():
     found = view.list_runs(root)
     chosen = view.select(root, found, st.session_state.get(key("run")) or None)
     if chosen.error:
-        st.error(f"**The run in the link cannot be opened.** {chosen.error}"
+        # the reason is a sentence without its full stop; the next one must not run into it
+        st.error(f"**The run in the link cannot be opened.** {chosen.error.rstrip('.')}."
                  + (f" Showing the newest run, {view.plain(chosen.name)}, instead." if chosen.name else ""))
     if chosen.name is None:
         forget(VIEW_DEFAULTS)

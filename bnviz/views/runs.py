@@ -129,10 +129,12 @@ def select(root: Path, runs: list[store.RunSummary], requested: str | None) -> S
     no symlink out). A name that is not listed but names a listed run's file (a distributed
     job's folder, whose rank 0 is ``job/rank-0``) picks that run; one deeper than the listing
     looks is added to the options. Anything else is refused with an error naming the folder,
-    and the newest run is shown instead.
+    and the newest run that can be read is shown instead.
     """
     options = [r.name for r in runs]
-    newest = options[0] if options else None
+    # The newest run that can be read: a damaged file (often the newest: a copy cut short) must not
+    # hide the user's good runs behind an error when the page opens.
+    newest = next((r.name for r in runs if r.error is None), options[0] if options else None)
     if not requested or requested in options:
         return Selection(requested or newest, options)
     try:
