@@ -185,7 +185,15 @@ def find_layers(model: nn.Module) -> list[LayerSpec]:
     whether the activation really consumes the norm's output is checked at every recorded forward
     (``act_follows_norm``), so a wrong guess records nothing rather than something false.
     """
-    leaves = [(name, m) for name, m in unwrap(model).named_modules() if norm_family(m) or not any(m.children())]
+    leaves, inside = [], None
+    for name, m in unwrap(model).named_modules():
+        # What a norm module holds (torch.nn.utils.parametrize's parametrizations of its weight)
+        # is part of it, not the next module of the model: its activation comes after all that.
+        if norm_family(m):
+            leaves.append((name, m))
+            inside = f"{name}." if name else ""
+        elif not any(m.children()) and not (inside is not None and name.startswith(inside)):
+            leaves.append((name, m))
     specs = []
     for i, (name, m) in enumerate(leaves):
         if norm_family(m) is None:
@@ -317,6 +325,18 @@ def _kept(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_cpu else t.to("cpu")
 
 
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A module call's input tensor: its first positional argument, or (called as
+    ``ln(input=x)``) its first keyword argument; None when that is no tensor."""
+    x = args[0] if args else next(iter(kwargs.values()), None)
+    return x if isinstance(x, torch.Tensor) else None
+
+
+def _attribute_tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    value = getattr(module, name, None)
+    return value if isinstance(value, torch.Tensor) and not _uninitialized(value) else None
+
+
 def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     """Whether ``a`` is the very tensor ``b`` (the same memory, viewed the same way)."""
     return b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
@@ -415,13 +435,15 @@ class _LayerHooks:
             out[tap] = made[source]
         return out
 
-    def norm_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+    def norm_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         # Runs inside the recorded training forward: only copies here (what the next step
         # changes) and the cheapest reads; counts, casts and splits wait for the summary.
-        if self.joined is not None or not inputs or not self.recorder.active():
+        if self.joined is not None or not self.recorder.active():
             return
-        x = inputs[0]
-        if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
+        # Registered with its keyword arguments: a layer called as ``self.ln(input=x)`` passed its
+        # hook no positional input, and was never recorded.
+        x = _first_input(args, kwargs)
+        if x is None:
             return
         if self.unbatched_dim is not None and x.dim() == self.unbatched_dim:
             x = x.unsqueeze(0)
@@ -429,15 +451,27 @@ class _LayerHooks:
         tensors, keep = self.tensors, self.keep
         if self.recorder.batch_stats:
             tensors["norm_input"] = keep(x)
-        tensors["norm_output"] = kept = keep(output)
-        self.originals["norm_output"] = output
-        if self.relu_of_norm:
-            tensors["pre_activation"] = kept
-            self.relu_of["post_activation"] = "norm_output"
-            if self.spec.out_is_act:
-                self.relu_of["output"] = "norm_output"
+        # A layer (or a hook of the user's on it) may give something else than a tensor, a
+        # tuple (y, stats): its statistics, buffers and parameters are recorded all the same
+        # (they were dropped with it), only its "norm_output" tap is not.
+        if isinstance(output, torch.Tensor):
+            tensors["norm_output"] = kept = keep(output)
+            self.originals["norm_output"] = output
+            if self.relu_of_norm:
+                tensors["pre_activation"] = kept
+                self.relu_of["post_activation"] = "norm_output"
+                if self.spec.out_is_act:
+                    self.relu_of["output"] = "norm_output"
         buffers, params = module._buffers, module._parameters
-        present = (buffers.get("running_mean"), buffers.get("running_var"), params.get("weight"), params.get("bias"))
+        weight, bias = params.get("weight"), params.get("bias")
+        grads = [p.requires_grad for p in params.values() if p is not None]
+        if "parametrizations" in module._modules:
+            # torch.nn.utils.parametrize moved gamma / beta out of _parameters (weight computed
+            # from parametrizations.weight.original): read as the layer's forward used them, or
+            # they were recorded as absent (NaN) while the layer said it was affine.
+            weight, bias = _attribute_tensor(module, "weight"), _attribute_tensor(module, "bias")
+            grads = [p.requires_grad for p in module.parameters()]
+        present = (buffers.get("running_mean"), buffers.get("running_var"), weight, bias)
         # One copy of all four (.data: a parameter's copy must not join the autograd graph);
         # split into arrays only when summarised.
         # A LayerNorm / RMSNorm over several trailing axes (normalized_shape (C, H, W)) has a gamma
@@ -451,18 +485,17 @@ class _LayerHooks:
         self.joined = joined if joined.is_cpu else joined.to("cpu")
         self.sizes = tuple([None if v is None else v.numel() for v in present])
         self.training = module.training
-        grads = [p.requires_grad for p in params.values() if p is not None]
         self.frozen = bool(grads) and not any(grads)
         nbt = buffers.get("num_batches_tracked")
         self.batches_tracked = None if nbt is None else int(nbt.item())
 
-    def _take_act_input(self, inputs: tuple) -> bool:
+    def _take_act_input(self, args: tuple, kwargs: dict) -> bool:
         """Copy the activation's input (or share the norm output's copy when it is that very
         tensor); False when this call is not the layer's activation."""
-        if "pre_activation" in self.tensors or not self.recorder.active() or not inputs:
+        if "pre_activation" in self.tensors or not self.recorder.active():
             return False
-        x = inputs[0]
-        if not isinstance(x, torch.Tensor):
+        x = _first_input(args, kwargs)
+        if x is None:
             return False
         if _same(x, self.originals.get("norm_output")):
             self.tensors["pre_activation"] = self.tensors["norm_output"]
@@ -472,14 +505,14 @@ class _LayerHooks:
             self.tensors["pre_activation"] = self.keep(x)
         return True
 
-    def act_pre_hook(self, module: nn.Module, inputs: tuple) -> None:
+    def act_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         # Only for an in-place activation, whose input is overwritten by the time its forward
         # hook runs; a norm output it overwrites was copied by the norm's hook already.
-        self.act_pending = self._take_act_input(inputs)
+        self.act_pending = self._take_act_input(args, kwargs)
 
-    def act_hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+    def act_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if not self.act_inplace:
-            self.act_pending = self._take_act_input(inputs)
+            self.act_pending = self._take_act_input(args, kwargs)
         if not self.act_pending or not isinstance(output, torch.Tensor):
             return
         self.act_pending = False
@@ -561,11 +594,11 @@ class Recorder:
                 h.reset()
             spec = h.spec
             if spec.norm is not None:
-                self._handles.append(spec.norm.register_forward_hook(h.calls["norm"]))
+                self._handles.append(spec.norm.register_forward_hook(h.calls["norm"], with_kwargs=True))
             if spec.act is not None and not h.relu_of_norm:
                 if h.act_inplace:
-                    self._handles.append(spec.act.register_forward_pre_hook(h.calls["act_pre"]))
-                self._handles.append(spec.act.register_forward_hook(h.calls["act"]))
+                    self._handles.append(spec.act.register_forward_pre_hook(h.calls["act_pre"], with_kwargs=True))
+                self._handles.append(spec.act.register_forward_hook(h.calls["act"], with_kwargs=True))
             if spec.out is not None and not (spec.out_is_act and spec.act is not None):
                 self._handles.append(spec.out.register_forward_hook(h.calls["out"]))
 

@@ -24,6 +24,7 @@ import numbers
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .record import Snapshot
 from .recorder import ACTIVATION_TYPES, LayerSpec, Recorder, eager, norm_family, unwrap
 from .store import RUN_FILE, RunWriter
 
@@ -66,6 +68,62 @@ def _scalar(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"w.step({name}=...) needs a number, got {type(value).__name__}") from None
+    except OverflowError:   # an int beyond float's range (10**400): float() named neither the scalar nor why
+        raise ValueError(f"w.step({name}=...) is a whole number too large for a float "
+                         f"({len(str(abs(value)))} digits)") from None
+
+
+def _run_dir(run_dir: Any) -> Path:
+    """``run_dir`` as a Path, refused with a clear error before anything is written: not a path
+    (None, a number: pathlib's TypeError named neither), or empty ("" is the current folder,
+    most likely an unset setting)."""
+    if isinstance(run_dir, bytes):
+        run_dir = os.fsdecode(run_dir)
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be a folder path (str or pathlib.Path), got {type(run_dir).__name__}")
+    if not os.fspath(run_dir).strip():
+        raise ValueError("run_dir is empty: give the folder to record the run in")
+    return Path(run_dir)
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the run's folder now, not at the first ``w.step`` (where a file in its place, or a
+    folder that cannot be written, stopped training with a bare "[Errno 17] File exists" from
+    pathlib); the error names the path and what is wrong with it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FileExistsError(f"run_dir {folder} is a file, not a folder: choose another run_dir") from None
+    except NotADirectoryError:
+        blocking = next((p for p in folder.parents if p.exists()), None)
+        raise NotADirectoryError(f"run_dir {folder} cannot be made: {blocking} is a file, not a folder") from None
+    except OSError as err:
+        raise type(err)(err.errno, f"run_dir {folder} cannot be made ({err.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"run_dir {folder} is not writable: choose a folder you can write to")
+
+
+_NORM_NAME = ("BatchNorm", "InstanceNorm", "LayerNorm", "GroupNorm", "RMSNorm")
+
+
+def _scripted(model: nn.Module) -> tuple[list[str], list[str]]:
+    """The outermost TorchScript modules of ``model`` (torch.jit.script / torch.jit.trace) by name,
+    and the normalization layers inside them, "name (BatchNorm2d)": a scripted module runs its
+    compiled graph, which calls no Python hook of the modules inside it."""
+    outer: list[str] = []
+    norms: list[str] = []
+    for name, m in unwrap(model).named_modules():
+        if not isinstance(m, torch.jit.ScriptModule):
+            continue
+        if not any(name == o or name.startswith(f"{o}.") or not o for o in outer):
+            outer.append(name)
+        kind = getattr(m, "original_name", type(m).__name__)
+        if any(n in kind for n in _NORM_NAME):
+            norms.append(f"{name or type(m).__name__} ({kind})")
+    return outer, norms
+
+
+_OPEN: "weakref.WeakSet[Watch]" = weakref.WeakSet()   # the watches of this process not yet closed
 
 
 class Watch:
@@ -82,22 +140,43 @@ class Watch:
             raise TypeError(f"bnviz.watch needs a torch.nn.Module, got {type(model).__name__}")
         if holdout is not None and (not isinstance(holdout, (tuple, list)) or len(holdout) != 2):
             raise TypeError("holdout must be a pair (inputs, targets) of tensors")
+        # overwrite="no" is true: it replaced the run it was meant to keep.
+        if not isinstance(overwrite, (bool, np.bool_)):
+            raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+        overwrite = bool(overwrite)
         self.rank, self.world_size = _distributed()
-        base = Path(run_dir)
+        base = _run_dir(run_dir)
         self.run_dir = base / f"rank-{self.rank}" if self.world_size > 1 else base
         if (self.run_dir / RUN_FILE).exists() and not overwrite:
             raise FileExistsError(f"{self.run_dir / RUN_FILE} already holds a run: choose another run_dir, "
                                   "or pass overwrite=True to replace it")
+        _make_folder(self.run_dir)
         self.model = model
         self.every = every
         self.holdout = holdout
         self.overwrite = overwrite
         self.recorder = Recorder(model)
+        scripted, hidden = _scripted(model)
         if not self.recorder.layers:
             self.recorder = Recorder(model, _activation_layers(model))
-        if not self.recorder.layers:
+        if "" in scripted:
+            root = unwrap(model)
+            warnings.warn(f"bnviz.watch: {getattr(root, 'original_name', type(root).__name__)} is a TorchScript module "
+                          "(torch.jit.script or torch.jit.trace): its compiled graph calls no Python hooks, so none "
+                          "of its layers can be recorded; only the scalars passed to step() are. Watch and train "
+                          "the eager module to record it.", stacklevel=3)
+        elif scripted:
+            warnings.warn(f"bnviz.watch: {', '.join(scripted)} of {type(unwrap(model)).__name__} "
+                          f"{'is a TorchScript module' if len(scripted) == 1 else 'are TorchScript modules'} "
+                          "(torch.jit.script or torch.jit.trace), whose compiled graph calls no Python hooks: "
+                          + (f"the normalization layers inside ({', '.join(hidden)}) are not recorded"
+                             if hidden else "the layers inside are not recorded")
+                          + "; the rest of the model is.", stacklevel=3)
+        elif not self.recorder.layers:
             warnings.warn(f"bnviz.watch: {type(unwrap(model)).__name__} has no normalization or activation "
                           "modules; only the scalars passed to step() are recorded", stacklevel=3)
+        self._warn_shared()
+        self._scripted_root = "" in scripted
         self.steps_done = 0
         self._writer: RunWriter | None = None
         self._last_commit = time.monotonic()
@@ -105,9 +184,30 @@ class Watch:
         # The layers' descriptions were read before any recorded forward (w.step before the first
         # forward, or close without one): a lazy module had no channels nor gamma/beta yet.
         self._infos_provisional = False
-        self._input_hook = None
+        # The root module's pre-hook of an armed step: it tells a step without a forward from one
+        # whose forward was in eval mode, or reached none of the recorded layers (warned once).
+        self._root_hook = None
+        self._root_eval = self._root_train = False
+        self._warned: set[str] = set()
+        self._lengths: dict[int, int] = {}   # a norm layer's per-channel length, from its first snapshot
         self._closed = False
+        _OPEN.add(self)
         self._arm()
+
+    def _warn_shared(self) -> None:
+        """Warn when a norm module of this model is also one of another model watched now: a hook
+        sees every call of its module, so both runs record its first call, whichever model made it."""
+        mine = {id(s.norm): s.name for s in self.recorder.layers if s.norm is not None}
+        root = unwrap(self.model)
+        for other in list(_OPEN):
+            if other._closed or unwrap(other.model) is root:
+                continue
+            shared = [mine[id(s.norm)] for s in other.recorder.layers if s.norm is not None and id(s.norm) in mine]
+            if shared:
+                warnings.warn(f"bnviz.watch: {', '.join(shared)} of {type(root).__name__} "
+                              f"{'is' if len(shared) == 1 else 'are'} also in the model watched into {other.run_dir}; "
+                              "a shared module is recorded at its first training-mode call of each step, by "
+                              "either model, in both runs", stacklevel=4)
 
     # ----- the training loop's side -------------------------------------------------------------
     def _arm(self) -> None:
@@ -115,21 +215,68 @@ class Watch:
         if self._writer is not None and not self._writer.snapshot_due(self.steps_done):
             return
         self.recorder.arm()
-        if self.holdout is not None and self._input_hook is None:
-            self._input_hook = unwrap(self.model).register_forward_pre_hook(eager(self._keep_input, self.recorder.compiled))
+        if self._root_hook is None and not self._scripted_root:   # a ScriptModule refuses Python hooks
+            self._root_hook = unwrap(self.model).register_forward_pre_hook(eager(self._root_called, self.recorder.compiled))
 
-    def _keep_input(self, module: nn.Module, inputs: tuple) -> None:
-        """Keep the training input of a recorded step for the precise-BN evaluation."""
+    def _root_called(self, module: nn.Module, inputs: tuple) -> None:
+        """The root module's first forward of an armed step: whether the step had a training-mode
+        forward, and its input kept for the precise-BN evaluation. Removed after the training
+        forward: later calls of the step cost nothing."""
         if not module.training:  # a validation pass; the step's training forward is still to come
+            self._root_eval = True
             return
-        if self._input_hook is not None:
-            self._input_hook.remove()
-            self._input_hook = None
+        self._root_train = True
+        self._remove_root_hook()
         # Every positional argument: a model of several inputs (a siamese net's forward(a, b))
         # is called with all of them again; with the first alone the precise-BN pass failed.
-        if any(isinstance(a, torch.Tensor) for a in inputs):
+        if self.holdout is not None and any(isinstance(a, torch.Tensor) for a in inputs):
             kept = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in inputs)
             self._inputs = (self._inputs + [kept])[-PRECISE_BATCHES:]
+
+    def _remove_root_hook(self) -> None:
+        if self._root_hook is not None:
+            self._root_hook.remove()
+            self._root_hook = None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    def _nothing_recorded(self, step: int) -> None:
+        """Why a due step recorded nothing, when it is not just a step without a forward pass."""
+        train, evaluated = self._root_train, self._root_eval
+        self._root_train = self._root_eval = False
+        norms = [s.name for s in self.recorder.layers if s.norm is not None]
+        if train and norms:
+            self._warn_once("unreached", f"bnviz.watch: the training forward of step {step} reached none of the "
+                            f"{len(norms)} normalization layers found when watching began ({', '.join(norms[:3])}"
+                            f"{', ...' if len(norms) > 3 else ''}): were they replaced (model.x = new module, "
+                            "convert_sync_batchnorm) after bnviz.watch? Watch the model as it trains.")
+        elif evaluated and not train and not self._writer.has_snapshots:
+            self._warn_once("eval", f"bnviz.watch: step {step} had forward passes in eval mode only, and those are "
+                            "not recorded (a validation pass is not the training forward): call model.train() "
+                            "before training forwards; nothing is recorded until one comes.")
+
+    def _consistent(self, snap: Snapshot) -> Snapshot:
+        """``snap`` without the per-channel state of a layer whose channel count changed since its
+        first snapshot (warned once per layer): torch lets an InstanceNorm or a BatchNorm without
+        gamma/beta and running statistics take any number of channels, and the run store, which
+        keeps one length per layer, refused the step and stopped training."""
+        norms = {}
+        for i, ns in snap.norms.items():
+            arrays = [a for a in (ns.batch_mean, ns.running_mean, ns.weight, ns.bias) if a is not None]
+            n = int(np.size(arrays[0])) if arrays else None
+            first = self._lengths.setdefault(i, n) if n is not None else None
+            if first is not None and n != first:
+                name = self.recorder.layers[i].name
+                self._warn_once(f"channels {i}", f"bnviz.watch: layer {name!r} normalized {n} channels at step "
+                                f"{snap.step}, {first} at its first recorded step; a run keeps one channel count per "
+                                "layer, so its per-channel statistics are recorded only at the steps with "
+                                f"{first} (its histograms at every step)")
+                continue
+            norms[i] = ns
+        return snap if len(norms) == len(snap.norms) else Snapshot(step=snap.step, taps=snap.taps, norms=norms)
 
     def _open_writer(self) -> RunWriter:
         info = unwrap(self.model)
@@ -148,14 +295,17 @@ class Watch:
             raise RuntimeError("this watch is closed; start a new bnviz.watch to record more")
         values = {name: _scalar(name, v) for name, v in scalars.items()}
         step = self.steps_done
-        snap = self.recorder.collect(step) if self.recorder.armed else None
-        if self._input_hook is not None:  # the step's forward pass never came
-            self._input_hook.remove()
-            self._input_hook = None
+        armed = self.recorder.armed
+        snap = self.recorder.collect(step) if armed else None
+        self._remove_root_hook()   # the step's training forward never came
         if self._writer is None:
             self._writer = self._open_writer()
             self._infos_provisional = snap is None
+        if armed and snap is None:
+            self._nothing_recorded(step)
+        self._root_train = self._root_eval = False
         if snap is not None:
+            snap = self._consistent(snap)
             if self._infos_provisional:
                 # A lazy module (LazyBatchNorm2d) learns its channels and gets gamma and beta at
                 # its first forward; read before it, the run said "0 channels, no affine" for good
@@ -237,10 +387,9 @@ class Watch:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         self.recorder.close()
-        if self._input_hook is not None:
-            self._input_hook.remove()
-            self._input_hook = None
+        self._remove_root_hook()
         if self._writer is None:
             self._writer = self._open_writer()
         self._writer.close(status)
@@ -298,6 +447,28 @@ def watch(model: nn.Module, run_dir: str | os.PathLike, every: int = 20, *,
     ``inputs`` as a tuple (``model(*inputs)``). If the model cannot be evaluated that way, a
     RuntimeWarning says why and the held-out evaluation is off for the run: training goes on.
 
+    Layers found and how they are called (tests/test_watch_foreign2.py): a norm layer called with
+    keywords (``self.ln(input=x)``) is recorded like one called positionally; one that gives (or
+    whose hook of yours makes it give) a tuple is recorded without its "norm_output" histogram;
+    hooks of yours that change a layer's input or output are seen as the model sees them; a
+    gamma / beta made by ``torch.nn.utils.parametrize`` is recorded as the forward used it. Under
+    gradient checkpointing the forward's call is recorded, not its recomputation in backward.
+    TorchScript modules (``torch.jit.script`` / ``trace``) run a compiled graph that calls no
+    Python hook: the norm layers inside a scripted submodule are not recorded (a UserWarning names
+    them; the rest of the model is), and a wholly scripted model records only the scalars (warned).
+    A norm module shared with another model watched at the same time is recorded at its first
+    training-mode call of each step, by either model, in both runs (warned at ``watch``).
+
+    Warned once (RuntimeWarning), training going on: a due step whose only forward passes were in
+    eval mode, while nothing has been recorded yet (a model trained in eval mode records nothing);
+    a training forward that reached none of the norm layers found at ``watch`` (replaced since);
+    a layer whose channel count changes (torch lets InstanceNorm and a BatchNorm without gamma /
+    beta and running statistics take any): a run keeps one count per layer, so its per-channel
+    statistics are kept only at the steps with its first count, its histograms at every step.
+
+    ``every``: an integer >= 1 (a bool, float or string is refused). ``run_dir``: a str or
+    os.PathLike, not empty; the folder is created by ``watch``, which raises at once, naming the
+    path, if it is a file, lies under a file or cannot be written. ``overwrite``: a bool.
     In a torch.distributed job each process records its own run, in ``run_dir/rank-<rank>``.
     Raises FileExistsError if ``run_dir`` already holds a run, unless ``overwrite=True``.
     """
