@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import copy
 import functools
+import html
 import io
 import os
 import re
@@ -312,7 +313,15 @@ def figure_images(
     died, ``ExportUnavailable`` when there is none.
     """
     # Serialize in the caller's thread: the loop thread never touches the caller's objects.
-    jobs = [(fig.to_dict(), _image_opts(fig, fmt, width, height, scale)) for fig, fmt in requests]
+    jobs = []
+    for fig, fmt in requests:
+        spec, opts = fig.to_dict(), _image_opts(fig, fmt, width, height, scale)
+        # Lines of text broken to fit the image's width; the image grows by the lines added
+        # (an explicit height stays as asked: the plot gives up the room).
+        grown = fit_text(spec, opts["width"], opts["height"])
+        if height is None:
+            opts["height"] += grown
+        jobs.append((spec, opts))
     if not jobs:
         return []
     for attempt in (1, 2):
@@ -395,6 +404,167 @@ def _scale_sizes(node: Any, scale: float) -> None:
             _scale_sizes(value, scale)
 
 
+# Plotly.js never breaks a line of text: a title longer than its figure is wide ran off the
+# image (a 118-character one did at 900 px; in Presentation, at 1.6 times the size, most long
+# ones did) and subplot titles ran into each other. fit_text breaks them where a space is, by an
+# estimate of the width of a character: generous, so that a line estimated to fit does.
+_CHAR_EM = 0.54     # mean advance of a character of plotly's default font (Open Sans, Arial), in ems
+_SMALL_EM = 0.7     # <sub> and <sup> text, relative to its line's font
+_LINE_EM = 1.3      # height of a line of a text of several lines, in ems of its font
+_TEXT_PAD = 16      # px kept free between a text and the edge or neighbour that bounds it
+_TAG = re.compile(r"<(/?)([a-zA-Z]+)[^>]*>")
+
+
+def _visible_length(text: str) -> int:
+    return len(html.unescape(_TAG.sub("", text)))
+
+
+def wrap_text_line(line: str, max_chars: int) -> list[str]:
+    """One line of plotly text (tags such as ``<sub>`` and ``<b>`` allowed) broken at spaces into
+    lines of at most ``max_chars`` visible characters; a word longer than that stays whole. A tag
+    open where the line breaks is closed before the break and opened again after it."""
+    lines: list[str] = []
+    current: list[str] = []
+    length = 0
+    opened: list[tuple[str, str]] = []         # (name, the opening tag as written)
+    reopen = ""
+    for word in line.split(" "):
+        size = _visible_length(word)
+        if current and length + 1 + size > max_chars:
+            lines.append(" ".join(current) + "".join(f"</{name}>" for name, _ in reversed(opened)))
+            reopen = "".join(tag for _, tag in opened)
+            current, length = [], 0
+        current.append(reopen + word if not current else word)
+        reopen = ""
+        length += size + (len(current) > 1)
+        for match in _TAG.finditer(word):
+            closing, name = match.group(1), match.group(2).lower()
+            if name == "br":
+                continue
+            if not closing:
+                opened.append((name, match.group(0)))
+            elif opened and opened[-1][0] == name:
+                opened.pop()
+    lines.append(" ".join(current))
+    return lines
+
+
+def _wrap_text(text: str, size: float, room: float) -> tuple[str, int]:
+    """``text`` at font ``size`` broken to fit ``room`` pixels, and the lines it gained."""
+    out: list[str] = []
+    for line in re.split(r"<br\s*/?>", text, flags=re.IGNORECASE):
+        small = line.strip().lower().startswith(("<sub>", "<sup>"))
+        max_chars = max(8, int(room / (size * (_SMALL_EM if small else 1.0) * _CHAR_EM)))
+        out.extend(wrap_text_line(line, max_chars) if _visible_length(line) > max_chars else [line])
+    return "<br>".join(out), len(out) - _lines(text)
+
+
+def _lines(text: str) -> int:
+    return 1 + len(re.findall(r"<br\s*/?>", text, flags=re.IGNORECASE))
+
+
+def _pin_title(title: dict[str, Any], size: float, pad: float) -> None:
+    """Put the title's first line ``pad`` px under the top of the figure, the others under it.
+    Plotly.js lowers the first line of a one-line title by its cap height (0.7 em) under its
+    anchor, but not that of a title of several lines: pinned there, a title of several lines had
+    the top of its first line cut off by the top of the image (measured in Chromium: the box of a
+    20 px title starts 6 px under a 10 px pad with one line, 8 px above the figure with two or more)."""
+    shift = 0.7 * size if _lines(str(title.get("text") or "")) > 1 else 0.0
+    title.update(yref="container", y=1, yanchor="top", pad={**(title.get("pad") or {}), "t": pad + shift})
+
+
+def _legend_height(spec: dict[str, Any], width: float, font: float) -> float:
+    """An estimate of the height of the figure's legend: rows of its entries, as plotly.js lays
+    out a horizontal legend across the figure, or one row an entry."""
+    layout = spec.get("layout") or {}
+    legend = layout.get("legend") or {}
+    size = (legend.get("font") or {}).get("size") or font
+    names = list(dict.fromkeys(str(t.get("name")) for t in spec.get("data") or []
+                               if t.get("showlegend", True) is not False and t.get("name")))
+    if not names or layout.get("showlegend") is False:
+        return 0.0
+    rows = len(names)
+    if legend.get("orientation") == "h":
+        rows, used = 1, 0.0
+        for name in names:
+            entry = 40 + _visible_length(name) * size * _CHAR_EM    # symbol, gap, text
+            if used and used + entry > width - 2 * _TEXT_PAD:
+                rows, used = rows + 1, 0.0
+            used += entry
+    return rows * size * _LINE_EM + 2 * _TITLE_PAD
+
+
+def fit_text(spec: dict[str, Any], width: float, height: float | None = None) -> int:
+    """Break, in place, the title and the subplot titles (annotations above the plot, as
+    ``make_subplots`` writes them) of the figure ``spec`` (a figure's dict), ``width`` pixels
+    wide, into lines that fit it. When lines were added, the top margin grows to hold the
+    title, a legend above the plot and the subplot titles one under the other, and the figure
+    grows by as much (its plot keeps its size). Returns the pixels added to the height
+    (``height``: the figure's, if its layout has none). The app's figures are drawn as wide as
+    the page, which is not known here; images are not, and Presentation fits DEFAULT_WIDTH."""
+    layout = spec["layout"]
+    font = (layout.get("font") or {}).get("size") or _DEFAULT_FONT_SIZE
+    margin = {**_DEFAULT_MARGIN, **(layout.get("margin") or {})}
+    title = layout.get("title") or {}
+    title_px = 0.0
+    title_bottom = 0.0            # of a title at the top of the figure, lines flowing down
+    if title.get("text"):
+        size = (title.get("font") or {}).get("size") or round(font * 1.4)
+        x = title.get("x", 0.5) if title.get("xref", "container") == "container" else 0.5
+        room = width * (1 - x if x < 1 / 3 else x if x > 2 / 3 else 2 * min(x, 1 - x)) - _TEXT_PAD
+        text, added = _wrap_text(str(title["text"]), size, room)
+        pinned = title.get("yanchor") == "top" and title.get("yref") == "container"
+        if added:
+            title["text"] = text
+            title_px = added * size * _LINE_EM
+            if pinned or "y" not in title:
+                _pin_title(title, size, _TITLE_PAD * font / _DEFAULT_FONT_SIZE)
+                pinned = True
+        if pinned:
+            title_bottom = _TITLE_PAD * font / _DEFAULT_FONT_SIZE + _lines(str(title["text"])) * size * _LINE_EM
+    plot_width = width - margin["l"] - margin["r"]
+    domains = [tuple(axis.get("domain") or (0, 1)) for name, axis in layout.items()
+               if name.startswith("xaxis") and isinstance(axis, dict)] or [(0.0, 1.0)]
+    added_above = notes_px = 0.0   # subplot titles above the plot: lines added, and the tallest
+    for note in layout.get("annotations") or []:
+        if note.get("showarrow", True) or note.get("xref") != "paper" or not note.get("text"):
+            continue
+        x = note.get("x", 0.5)
+        spans = [b - a for a, b in domains if a <= x <= b] or [1.0]
+        size = (note.get("font") or {}).get("size") or font
+        text, added = _wrap_text(str(note["text"]), size, min(spans) * plot_width - _TEXT_PAD)
+        note["text"] = text
+        if note.get("yref") == "paper" and note.get("y", 0) >= 1 and note.get("yanchor") == "bottom":
+            added_above = max(added_above, added * size * _LINE_EM)
+            notes_px = max(notes_px, _lines(text) * size * _LINE_EM)
+    if not (title_px or added_above):
+        return 0
+    old_height = layout.get("height") or height or DEFAULT_HEIGHT
+    plot_height = old_height - margin["t"] - margin["b"]
+    legend = layout.get("legend") or {}
+    legend_px = _legend_height(spec, width, font)
+    above_plot = isinstance(legend.get("y"), (int, float)) and legend["y"] > 1 and legend.get("yref", "paper") == "paper"
+    under_title = legend.get("yref") == "container" and isinstance(legend.get("y"), (int, float))
+    top = margin["t"] + added_above
+    if above_plot:
+        # In plot heights above the plot: up by the subplot titles' added lines, under the title.
+        legend["y"] += added_above / max(plot_height, 1)
+        top = max(top, title_bottom + _TEXT_PAD + (legend["y"] - 1) * plot_height + legend_px)
+    elif under_title:
+        # Under the title (Presentation): down by the title's added lines, above the subplot titles.
+        legend_top = (1 - legend["y"]) * old_height + title_px
+        top = max(top, legend_top + legend_px + _TEXT_PAD / 2 + notes_px)
+    else:
+        top = max(top, title_bottom + _TEXT_PAD / 2 + notes_px)
+    grown = round(max(top - margin["t"], 0.0))
+    new_height = old_height + grown
+    if under_title:
+        legend["y"] = 1 - legend_top / new_height
+    layout["margin"] = {**layout.get("margin", {}), "t": margin["t"] + grown}
+    layout["height"] = new_height
+    return grown
+
+
 def _make_room(layout: dict[str, Any], scale: float) -> None:
     """Margins ``scale`` times wider for the larger labels, and a figure taller by half as much so
     its plot area does not shrink to nothing. A legend above the plot moves under the title."""
@@ -408,9 +578,10 @@ def _make_room(layout: dict[str, Any], scale: float) -> None:
         # A legend above the plot shares the top margin with the title; at these sizes the two no
         # longer fit side by side. Title on the first line(s), the legend under it, from the left.
         title = layout.setdefault("title", {})
-        lines = 1 + str(title.get("text") or "").count("<br>") + bool(title.get("subtitle", {}).get("text"))
+        lines = _lines(str(title.get("text") or "")) + bool(title.get("subtitle", {}).get("text"))
         px = layout["font"]["size"] / _DEFAULT_FONT_SIZE   # pixels per pixel at font size 12
-        title.update(yref="container", y=1, yanchor="top", pad={"t": _TITLE_PAD * px})
+        _pin_title(title, (title.get("font") or {}).get("size") or round(layout["font"]["size"] * 1.4),
+                   _TITLE_PAD * px)
         below_title = (2 * _TITLE_PAD + lines * _TITLE_LINE) * px
         legend.update(yref="container", yanchor="top", y=1 - below_title / height, xanchor="left", x=0)
 
@@ -447,6 +618,9 @@ def presentation(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go.Figure
             for key in ("linewidth", "gridwidth", "tickwidth"):
                 axis[key] = axis.get(key, _DEFAULT_AXIS_WIDTH) * scale
     _make_room(layout, scale)
+    # At these sizes a title of some 60 characters no longer fits the narrowest place a figure
+    # is shown (an image of DEFAULT_WIDTH px): broken into lines where it is made, so the page shows them too.
+    fit_text(spec, layout.get("width") or DEFAULT_WIDTH)
     if template is not None:
         layout["template"] = template
     # Not validated again: every value came from a validated figure, and only numbers and layout

@@ -6,12 +6,16 @@ back by Pillow, the MP4's ftyp box and the frames ffmpeg decodes); plotly.js's o
 every default size (``full_figure_for_development``) for the presentation style; numpy's
 histogram of the very samples for the bars drawn in each animation frame.
 """
+import copy
+import html
 import io
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import pytest
 import torch
 from PIL import Image
@@ -142,6 +146,99 @@ def test_presentation_leaves_its_argument_alone():
     assert fig.to_dict() == before
     assert out.layout.annotations[0].font.size == pytest.approx(11 * export.PRESENTATION_SCALE)
     assert out.data[0].line.width == pytest.approx(2 * export.PRESENTATION_SCALE)   # plotly.js's default 2
+
+
+# --- text that fits -----------------------------------------------------------------------------
+
+
+def test_wrap_text_line_keeps_every_word_in_order_and_every_tag_balanced_on_each_line():
+    line = "<b>A long</b> title with <sub>a subscript that runs on for a while</sub> and &amp; more words"
+    for width in (6, 10, 17, 30, 200):
+        lines = export.wrap_text_line(line, width)
+        visible = [html.unescape(re.sub(r"<[^>]+>", "", x)) for x in lines]
+        assert " ".join(visible) == html.unescape(re.sub(r"<[^>]+>", "", line))
+        for x, shown in zip(lines, visible):
+            assert len(shown) <= width or " " not in shown          # only a single long word may exceed
+            for tag in ("b", "sub"):
+                assert x.count(f"<{tag}>") == x.count(f"</{tag}>"), (x, width)
+        assert (len(lines) == 1) == (width >= len(visible[0]) and len(lines) == 1)
+
+
+def test_fit_text_leaves_a_figure_whose_texts_fit_unchanged():
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("one", "two"))
+    fig.update_layout(title="Short title", legend=dict(orientation="h", y=1.08, yanchor="bottom"))
+    spec = fig.to_dict()
+    before = copy.deepcopy(spec)
+    assert export.fit_text(spec, 900) == 0 and spec == before
+
+
+def _boxes(browser, spec: dict, width: int) -> dict:
+    """Draw ``spec`` with plotly.js in Chromium, ``width`` px wide: the boxes of its title lines,
+    subplot titles and legend, and the figure's own box."""
+    import plotly
+    page = browser.new_page(viewport={"width": width + 100, "height": 2000})
+    try:
+        page.set_content(f'<div id="fig" style="width:{width}px"></div>')
+        page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
+        return page.evaluate("""async (spec) => {
+          const div = document.getElementById('fig');
+          await Plotly.newPlot(div, spec.data, {...spec.layout, width: spec.width}, {staticPlot: true});
+          const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+          const root = div.getBoundingClientRect();
+          return {figure: [root.left, root.top, root.left + spec.width, root.top + (spec.layout.height || 450)],
+                  title: [...div.querySelectorAll('.gtitle')].map(box),
+                  notes: [...div.querySelectorAll('.annotation-text')].map(box),
+                  legend: [...div.querySelectorAll('.legend .bg')].map(box)}; }""",
+                             {"data": spec["data"], "layout": spec["layout"], "width": width})
+    finally:
+        page.close()
+
+
+def _inside(inner, outer) -> bool:
+    return inner[0] >= outer[0] - 1 and inner[1] >= outer[1] - 1 and inner[2] <= outer[2] + 1 and inner[3] <= outer[3] + 1
+
+
+def _apart(a, b) -> bool:
+    return a[2] <= b[0] + 1 or b[2] <= a[0] + 1 or a[3] <= b[1] + 1 or b[3] <= a[1] + 1
+
+
+LONG_TITLE = ("Covariance matrices (biased, 1/n): standardization keeps the off-diagonal correlation, whitening "
+              "makes it the identity, and this title goes on to be longer than any figure is wide")
+
+
+def long_texts() -> go.Figure:
+    fig = make_subplots(rows=1, cols=4, subplot_titles=("raw data", "standardized (what BN does)", "PCA-whitened",
+                                                        "ZCA-whitened"))
+    for col in range(1, 5):
+        fig.add_trace(go.Scatter(y=[1, 2, 3], name=f"series {col}"), row=1, col=col)
+    fig.update_layout(title=dict(text=LONG_TITLE + "<br><sub>" + LONG_TITLE.lower() + "</sub>", x=0.01),
+                      height=460, margin=dict(t=100), legend=dict(orientation="h", x=1, xanchor="right", y=1.08,
+                                                                  yanchor="bottom"))
+    return fig
+
+
+@needs_browser
+@pytest.mark.parametrize("shown", ["image", "presentation"])
+def test_long_titles_and_subplot_titles_fit_the_figure_and_keep_apart(browser, shown):
+    """Checked where plotly.js draws them: before fitting, the title runs off the figure (the test
+    can fail); after, every line lies inside it, no subplot title meets another, and the legend
+    meets neither."""
+    fig = long_texts()
+    raw = _boxes(browser, fig.to_dict(), export.DEFAULT_WIDTH)
+    assert max(b[2] for b in raw["title"]) > raw["figure"][2]          # what the fitting is for
+    if shown == "presentation":
+        spec = presentation(fig).to_dict()
+    else:
+        spec = fig.to_dict()
+        grown = export.fit_text(spec, export.DEFAULT_WIDTH)
+        assert grown > 0 and spec["layout"]["height"] == 460 + grown
+    boxes = _boxes(browser, spec, export.DEFAULT_WIDTH)
+    assert boxes["title"] and all(_inside(b, boxes["figure"]) for b in boxes["title"]), boxes
+    notes = boxes["notes"]
+    assert len(notes) == 4 and all(_inside(b, boxes["figure"]) for b in notes)
+    assert all(_apart(a, b) for i, a in enumerate(notes) for b in notes[i + 1:]), notes
+    for legend in boxes["legend"]:
+        assert all(_apart(legend, b) for b in boxes["title"] + notes), (legend, boxes)
 
 
 # --- animations --------------------------------------------------------------------------------
