@@ -543,8 +543,9 @@ def fit_text(spec: dict[str, Any], width: float, height: float | None = None) ->
     plot_height = old_height - margin["t"] - margin["b"]
     legend = layout.get("legend") or {}
     legend_px = _legend_height(spec, width, font)
-    above_plot = isinstance(legend.get("y"), (int, float)) and legend["y"] > 1 and legend.get("yref", "paper") == "paper"
-    under_title = legend.get("yref") == "container" and isinstance(legend.get("y"), (int, float))
+    placed = isinstance(legend.get("y"), (int, float))
+    above_plot = placed and legend["y"] > 1 and legend.get("yref", "paper") == "paper"
+    under_title = placed and legend.get("yref") == "container"
     top = margin["t"] + added_above
     if above_plot:
         # In plot heights above the plot: up by the subplot titles' added lines, under the title.

@@ -203,14 +203,33 @@ def verdict(a: str, b: str, diff: Interval, unit: str = "points", digits: int = 
             f"{unit}, {a} minus {b})")
 
 
-def headline(values: Iterable[float], *, scale: float = 100.0, unit: str = " %", digits: int = 1) -> str:
-    """A headline number over seeds: "97.6 % ± 0.5" (mean ± half the 95 % interval), or the one value."""
+ACCURACY = (0.0, 1.0)   # the possible range of an accuracy, for headline's bounds
+
+
+def accuracy_help(n_seeds: int) -> str:
+    """What an accuracy headline over ``n_seeds`` seeds shows, for its help text."""
+    return (f"mean ± half the 95 % t-interval over {n_seeds} seeds (an interval that reaches past 0 or 100 % "
+            "is shown as its two ends, cut to that range)")
+
+
+def headline(values: Iterable[float], *, scale: float = 100.0, unit: str = " %", digits: int = 1,
+             bounds: tuple[float, float] | None = None) -> str:
+    """A headline number over seeds: "97.6 % ± 0.5" (mean ± half the 95 % interval), or the one value.
+
+    ``bounds``: the values' possible range (:data:`ACCURACY`: 0 to 1). An interval reaching past
+    it is shown as its ends cut to that range, "76.4 % (95 % CI 0.0 to 100.0)": with 2 seeds the
+    t quantile is 12.7, and "76.4 % ± 96.9" named accuracies that cannot be."""
     iv = mean_interval(values).scaled(scale)
     if iv.n == 0:
         return "n/a"
     f = f"{{:.{digits}f}}"
     if iv.n < 2:
         return f"{f.format(iv.mean)}{unit}"
+    if bounds is not None:
+        lowest, highest = bounds[0] * scale, bounds[1] * scale
+        if iv.low < lowest or iv.high > highest:
+            return (f"{f.format(iv.mean)}{unit} ({iv.level * 100:g} % CI {f.format(max(iv.low, lowest))} to "
+                    f"{f.format(min(iv.high, highest))})")
     return f"{f.format(iv.mean)}{unit} ± {f.format(iv.half_width)}"
 
 
@@ -305,5 +324,5 @@ def summarize(histories: Mapping[str, Sequence["History"]], seeds: Sequence[int]
     pairs = default_pairs(list(values)) if pairs is None else pairs
     verdicts = [verdict(a, b, paired_difference(values[a], values[b]).scaled(100.0)) for a, b in pairs
                 if a in values and b in values]
-    return SeedSummary(seeds=tuple(seeds), headlines={k: headline(v) for k, v in values.items()},
+    return SeedSummary(seeds=tuple(seeds), headlines={k: headline(v, bounds=ACCURACY) for k, v in values.items()},
                        intervals={k: mean_interval(v).scaled(100.0) for k, v in values.items()}, verdicts=verdicts)

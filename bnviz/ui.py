@@ -704,7 +704,7 @@ class Page:
             cols = st.columns(min(len(summary.headlines), 4))
             for i, (label, text) in enumerate(summary.headlines.items()):
                 cols[i % len(cols)].metric(f"final test accuracy, {label}", text,
-                                           help="Mean over seeds ± half the width of its 95 % t-interval.")
+                                           help=seeds.accuracy_help(len(summary.seeds)).capitalize() + ".")
             for line in summary.verdicts:
                 st.markdown(f"- {line}")
             st.caption(summary.caption + f" Charts that show a single run show seed {first} (the sidebar's seed).")

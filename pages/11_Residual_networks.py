@@ -3,7 +3,7 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from bnviz import ui
+from bnviz import seeds, ui
 from bnviz.config import problems
 from bnviz.experiments import residual as experiment
 from bnviz.views import residual
@@ -107,8 +107,8 @@ with ui.guard():
     cols = st.columns(len(trained))
     for col, (label, text) in zip(cols, summary.headlines.items()):
         col.metric(f"test accuracy, {label}", text,
-                   help=f"Eval mode, after {config.steps} updates" + (f"; mean ± half the 95 % interval over "
-                                                                      f"{n_seeds} seeds." if n_seeds > 1 else "."))
+                   help=f"Eval mode, after {config.steps} updates"
+                        + (f"; {seeds.accuracy_help(n_seeds)}." if n_seeds > 1 else "."))
     if n_seeds > 1:
         st.markdown("\n".join(f"- {line}" for line in summary.verdicts))
         st.caption(summary.caption)

@@ -3,7 +3,7 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from bnviz import ui
+from bnviz import seeds, ui
 from bnviz.experiments import transformer as experiment
 from bnviz.views import residual, transformer
 
@@ -105,7 +105,7 @@ with ui.guard():
     for i, (label, text) in enumerate(summary.headlines.items()):
         cols[i % len(cols)].metric(f"test accuracy, {label}", text,
                                    help=f"Per token, eval mode, after {config.steps} updates"
-                                        + (f"; mean ± half the 95 % interval over {n_seeds} seeds."
+                                        + (f"; {seeds.accuracy_help(n_seeds)}."
                                            if n_seeds > 1 else "."))
     if n_seeds > 1:
         st.markdown("\n".join(f"- {line}" for line in summary.verdicts))

@@ -7,7 +7,7 @@ import streamlit as st
 from bnviz import ui
 from bnviz.experiments import lr_sweep
 from bnviz.config import problems
-from bnviz.seeds import METHOD, band_caption
+from bnviz.seeds import METHOD, accuracy_help, band_caption
 from bnviz.views import why
 
 st.set_page_config(page_title="bnviz: why BN helps", page_icon="📊", layout="wide")
@@ -188,8 +188,8 @@ with ui.guard():
         headlines, verdicts = why.noisy_summary(curves_over)
         for col, (label, cur) in zip(cols, curves.items()):
             col.metric(f"final test accuracy, {label}", headlines[label],
-                       help=f"Eval mode, after {cur.eval_steps[-1]} updates; mean ± half the 95 % t-interval over "
-                            f"{n_seeds} seeds (a run that diverged is left out).")
+                       help=f"Eval mode, after {cur.eval_steps[-1]} updates; {accuracy_help(n_seeds)}; a run that "
+                            "diverged is left out.")
         st.markdown("\n".join(f"- {line}" for line in verdicts))
         st.caption(f"Final test accuracy over {n_seeds} seeds, paired by seed (the same seed gives the networks the "
                    f"same batches); {METHOD}. A run that diverged is left out of its pair.")

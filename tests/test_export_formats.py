@@ -195,7 +195,7 @@ def _boxes(browser, spec: dict, width: int) -> dict:
 
 
 def _inside(inner, outer) -> bool:
-    return inner[0] >= outer[0] - 1 and inner[1] >= outer[1] - 1 and inner[2] <= outer[2] + 1 and inner[3] <= outer[3] + 1
+    return all(i >= o - 1 for i, o in zip(inner[:2], outer[:2])) and all(i <= o + 1 for i, o in zip(inner[2:], outer[2:]))
 
 
 def _apart(a, b) -> bool:

@@ -23,10 +23,13 @@ def open_page(path: str, **query) -> AppTest:
 
 
 def interval_text(values: list[float]) -> str:
-    """"mean % ± half-width" by numpy and scipy: the oracle of a headline number."""
+    """"mean % ± half-width" by numpy and scipy, or "mean % (95 % CI low to high)" with the ends cut
+    to 0 and 100 when the interval reaches past them: the oracle of a headline number."""
     stats = pytest.importorskip("scipy.stats")
     x = np.asarray(values) * 100
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    if x.mean() - half < 0 or x.mean() + half > 100:
+        return f"{x.mean():.1f} % (95 % CI {max(x.mean() - half, 0):.1f} to {min(x.mean() + half, 100):.1f})"
     return f"{x.mean():.1f} % ± {half:.1f}"
 
 

@@ -69,6 +69,27 @@ def test_one_value_has_no_interval():
     assert seeds.headline([0.9]) == "90.0 %"
 
 
+def test_a_headline_interval_past_the_possible_range_is_shown_cut_to_it():
+    """Two seeds at 95 % and 57.8 %: t(0.975, 1) = 12.706 makes the interval mean ± 236 points,
+    which a headline "76.4 % ± 236.3" would name; with an accuracy's bounds it shows the ends cut
+    to 0 and 100 instead.
+    An interval inside the range keeps the ± form (scipy's t quantile as the oracle)."""
+    from scipy import stats
+    wide = [0.95, 0.578]
+    half = stats.t.ppf(0.975, 1) * np.std(wide, ddof=1) / math.sqrt(2) * 100
+    assert np.mean(wide) * 100 + half > 100 and np.mean(wide) * 100 - half < 0
+    assert seeds.headline(wide, bounds=seeds.ACCURACY) == f"{np.mean(wide) * 100:.1f} % (95 % CI 0.0 to 100.0)"
+    high = [0.99, 0.999, 0.97]          # only the upper end passes 100 %
+    half = stats.t.ppf(0.975, 2) * np.std(high, ddof=1) / math.sqrt(3) * 100
+    assert np.mean(high) * 100 + half > 100 > np.mean(high) * 100 - half > 0
+    assert seeds.headline(high, bounds=seeds.ACCURACY) == (f"{np.mean(high) * 100:.1f} % (95 % CI "
+                                                          f"{np.mean(high) * 100 - half:.1f} to 100.0)")
+    narrow = [0.91, 0.92, 0.915]
+    half = stats.t.ppf(0.975, 2) * np.std(narrow, ddof=1) / math.sqrt(3) * 100
+    assert seeds.headline(narrow, bounds=seeds.ACCURACY) == f"{np.mean(narrow) * 100:.1f} % ± {half:.1f}"
+    assert seeds.headline(wide).startswith(f"{np.mean(wide) * 100:.1f} % ± ")     # no bounds: not cut
+
+
 def test_paired_interval_is_narrower_than_separate_ones_when_seeds_move_both():
     rng = np.random.default_rng(7)
     seed_effect = rng.normal(0, 1.0, 8)            # what a seed does to both networks

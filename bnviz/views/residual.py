@@ -110,7 +110,7 @@ def summarize(over_seeds: Sequence[Mapping[str, Curves]], first_seed: int) -> Se
     verdicts = [seeds.verdict(a, b, seeds.paired_difference(values[a], values[b]).scaled(100.0))
                 for a, b in seeds.default_pairs(labels)]
     return SeedSummary(seeds=tuple(first_seed + k for k in range(len(over_seeds))),
-                       headlines={k: seeds.headline(v) for k, v in values.items()},
+                       headlines={k: seeds.headline(v, bounds=seeds.ACCURACY) for k, v in values.items()},
                        intervals={k: seeds.mean_interval(v).scaled(100.0) for k, v in values.items()},
                        verdicts=verdicts)
 

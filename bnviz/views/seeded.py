@@ -30,7 +30,8 @@ def summarize(values: Mapping[str, Sequence[float]], seed_list: Sequence[int],
               pairs: Sequence[tuple[str, str]]) -> seeds.SeedSummary:
     """``values[label][k]``: final test accuracy (0..1) of ``label`` at ``seed_list[k]``."""
     verdicts = [seeds.verdict(a, b, seeds.paired_difference(values[a], values[b]).scaled(100.0)) for a, b in pairs]
-    return seeds.SeedSummary(seeds=tuple(seed_list), headlines={k: seeds.headline(v) for k, v in values.items()},
+    headlines = {k: seeds.headline(v, bounds=seeds.ACCURACY) for k, v in values.items()}
+    return seeds.SeedSummary(seeds=tuple(seed_list), headlines=headlines,
                              intervals={k: seeds.mean_interval(v).scaled(100.0) for k, v in values.items()},
                              verdicts=verdicts)
 

@@ -34,7 +34,7 @@ from ..config import Config
 from ..figures import seeds as seed_figs
 from ..figures.common import color
 from ..figures import why as figs
-from ..seeds import Interval, band, headline, mean_interval, paired_difference, verdict, within_run_budget
+from ..seeds import ACCURACY, Interval, band, headline, mean_interval, paired_difference, verdict, within_run_budget
 from ..train import Curves
 from ..train import Run
 from . import View
@@ -254,7 +254,7 @@ def noisy_summary(curves: Mapping[str, Sequence[Curves]]) -> tuple[dict[str, str
     bn, noisy, plain = list(acc)  # noisy_curves' order
     verdicts = [verdict("noisy BN", other, paired_difference(acc[noisy], acc[label]).scaled(100.0))
                 for other, label in (("BN", bn), ("no BN", plain))]
-    return {label: headline(v) for label, v in acc.items()}, verdicts
+    return {label: headline(v, bounds=ACCURACY) for label, v in acc.items()}, verdicts
 
 
 def landscape_run(config: Config, step_max: float, report: object = None) -> landscape.LandscapeRun:
