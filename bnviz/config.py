@@ -117,7 +117,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 MAX_QUERY_VALUE_LEN = 64
 
 
-def _shown(raw: str) -> str:
+def quoted(raw: str) -> str:
     """A link's value as a note quotes it: its start, in repr, at most 40 characters (the repr
     of 20 characters outside the BMP alone is 200 characters of escapes)."""
     text = repr(raw[:20])
@@ -136,22 +136,22 @@ def parse_value(name: str, raw: str, default: Any) -> tuple[Any, str | None]:
     if name in CHOICES:
         if raw in CHOICES[name]:
             return raw, None
-        return default, f"{name}: {_shown(raw)} is not one of {', '.join(CHOICES[name])}; kept {default!r}"
+        return default, f"{name}: {quoted(raw)} is not one of {', '.join(CHOICES[name])}; kept {default!r}"
     if isinstance(default, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
             return True, None
         if raw.lower() in ("0", "false", "no", "off"):
             return False, None
-        return default, f"{name}: {_shown(raw)} is not a yes/no value; kept {default!r}"
+        return default, f"{name}: {quoted(raw)} is not a yes/no value; kept {default!r}"
     if name == "momentum" and raw.lower() in ("none", "null", "cumulative"):
         return None, None
     is_int = isinstance(default, int) and not isinstance(default, bool)
     try:
         number = float(raw)
     except ValueError:
-        return default, f"{name}: {_shown(raw)} is not a number; kept {default!r}"
+        return default, f"{name}: {quoted(raw)} is not a number; kept {default!r}"
     if not math.isfinite(number):
-        return default, f"{name}: {_shown(raw)} is not a finite number; kept {default!r}"
+        return default, f"{name}: {quoted(raw)} is not a finite number; kept {default!r}"
     lo, hi = LIMITS[name]
     note = None
     if number < lo or number > hi:

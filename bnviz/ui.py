@@ -54,7 +54,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import executor, export, idle_gc, seeds
 from .config import (ACTIVATIONS, ARCHS, DATASETS, DROPOUT_POSITIONS, NORMS, OPTIMIZERS, PLACEMENTS, SHIFTS,
-                     Config, ConfigError, _shown, check, from_query)
+                     Config, ConfigError, check, from_query, quoted)
 from .data import DataNotFoundError, DataFormatError
 from .record import History
 from .seeds import MAX_SEEDS
@@ -396,7 +396,7 @@ class Page:
                 if note:       # already said (and the value replaced): one note per key
                     notes.append(note)
                 else:
-                    from_link[f"{self.slug}.view.{key}"] = _shown(str(params[key][-1]).strip())
+                    from_link[f"{self.slug}.view.{key}"] = quoted(str(params[key][-1]).strip())
         st.session_state[f"{self.slug}.__from_link"] = from_link
         self.url_notes = notes
         st.session_state[f"{self.slug}.__url_notes"] = notes
@@ -896,7 +896,7 @@ def parse_view_value(name: str, raw: str, default: Any) -> tuple[Any, str | None
         if value in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value in ("1", "true", "yes", "on"), None
         # ?log_y=maybe was read as off without a word: say so
-        return default, f"{name}: {_shown(raw)} is not on or off (1 or 0); kept {'on' if default else 'off'}"
+        return default, f"{name}: {quoted(raw)} is not on or off (1 or 0); kept {'on' if default else 'off'}"
     if isinstance(default, int):
         try:
             number = float(raw)
