@@ -167,6 +167,25 @@ def test_band_matches_numpy_per_step_and_leaves_out_a_run_that_stopped():
         assert (b.low[j], b.high[j]) == pytest.approx((col.mean() - half, col.mean() + half), rel=3e-4)
 
 
+def test_an_accuracy_band_is_cut_to_0_and_1_where_it_reaches_past_them():
+    """Two seeds of accuracies near 1 and near 0: scipy's t-interval reaches past both ends; the band
+    with an accuracy's bounds is that interval cut to [0, 1], the mean untouched, one seed NaN."""
+    from scipy import stats
+    steps = np.array([0, 10, 20])
+    a, b = np.array([0.10, 0.95, 0.99]), np.array([0.02, 0.80, 0.93])
+    plain = seeds.band([(steps, a), (steps, b)])
+    cut = seeds.band([(steps, a), (steps, b)], bounds=seeds.ACCURACY)
+    pair = np.stack([a, b])
+    half = stats.t.ppf(0.975, 1) * pair.std(axis=0, ddof=1) / math.sqrt(2)
+    np.testing.assert_allclose(plain.low, pair.mean(axis=0) - half)
+    assert (plain.low < 0).any() and (plain.high > 1).any()          # what the bounds are for
+    np.testing.assert_allclose(cut.low, np.clip(pair.mean(axis=0) - half, 0, 1))
+    np.testing.assert_allclose(cut.high, np.clip(pair.mean(axis=0) + half, 0, 1))
+    np.testing.assert_array_equal(cut.mean, plain.mean)
+    one = seeds.band([(steps, a)], bounds=seeds.ACCURACY)
+    assert np.isnan(one.low).all() and np.isnan(one.high).all()
+
+
 def test_expand_gives_every_label_every_seed_first_seed_first():
     configs = {"with BN": Config(seed=5), "without BN": Config(seed=5, norm="none")}
     flat = seeds.expand(configs, 3)

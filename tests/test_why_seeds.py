@@ -40,6 +40,14 @@ def t_interval(values) -> tuple[float, float, float]:
     return x.mean(), x.mean() - half, x.mean() + half
 
 
+def headline_text(mean: float, low: float, high: float) -> str:
+    """An accuracy headline in percent: mean ± half-width, or the interval's ends cut to 0 and 100
+    when it reaches past them."""
+    if 0 <= low and high <= 100:
+        return f"{mean:.1f} % ± {(high - low) / 2:.1f}"
+    return f"{mean:.1f} % (95 % CI {max(low, 0):.1f} to {min(high, 100):.1f})"
+
+
 def median(run, name: str) -> float:
     return float(np.median([getattr(p, name) for p in run.probes]))
 
@@ -112,12 +120,12 @@ def test_noisy_bn_bands_headlines_and_verdicts_over_seeds(direct):
         np.testing.assert_allclose(np.asarray(line.y), table.mean(axis=0), rtol=1e-12)
         ivs = [t_interval(table[:, j]) for j in range(table.shape[1])]
         band = trace(fig, label, "band", "x2")
-        np.testing.assert_allclose(np.asarray(band.y), [iv[2] for iv in ivs] + [iv[1] for iv in ivs][::-1], rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(band.y), [min(iv[2], 1) for iv in ivs] + [max(iv[1], 0) for iv in ivs][::-1],
+                                   rtol=1e-9)       # cut to an accuracy's range
     headlines, verdicts = why.noisy_summary(over)
     finals = {label: acc[label][:, -1] * 100 for label in acc}
     for label, x in finals.items():
-        mean, low, high = t_interval(x)
-        assert headlines[label] == f"{mean:.1f} % ± {(high - low) / 2:.1f}"
+        assert headlines[label] == headline_text(*t_interval(x))
     for line, other in zip(verdicts, (bn, plain)):
         d = finals[noisy_label] - finals[other]
         mean, low, high = t_interval(d)
@@ -156,9 +164,7 @@ def test_page_over_two_seeds_shows_the_numbers_of_the_seeds_trained_here_and_one
         assert metrics[f"median {what}, with BN"] == f"{mean:.3g} ± {(high - low) / 2:.2g}"
     bn_final = [r.curves.test_acc[-1] * 100 for r in landscapes["with BN"][:2]]
     mean, low, high = t_interval(bn_final)
-    shown = (f"{mean:.1f} % ± {(high - low) / 2:.1f}" if 0 <= low and high <= 100   # else cut to 0..100 %
-             else f"{mean:.1f} % (95 % CI {max(low, 0):.1f} to {min(high, 100):.1f})")
-    assert metrics["final test accuracy, BN"] == shown
+    assert metrics["final test accuracy, BN"] == headline_text(mean, low, high)
     text = " ".join(m.value for m in at.markdown)
     for what in why.LANDSCAPE_METRICS.values():
         assert f"median {what}: " in text

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..record import History
-from ..seeds import Band, band
+from ..seeds import ACCURACY, Band, band
 from .common import color, rgba, styled, subplots
 
 
@@ -36,7 +36,7 @@ def loss_band(histories: Sequence[History]) -> Band:
 
 
 def eval_band(histories: Sequence[History], key: str = "test_acc") -> Band:
-    return band([h.eval_curve(key) for h in histories])
+    return band([h.eval_curve(key) for h in histories], bounds=ACCURACY if key.startswith("test_acc") else None)
 
 
 def training_curves(histories: Mapping[str, Sequence[History]]) -> go.Figure:

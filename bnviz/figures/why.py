@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..experiments.landscape import LandscapeRun
-from ..seeds import band
+from ..seeds import ACCURACY, band
 from ..train import Curves
 from ..experiments.lr_sweep import SweepPoint, largest_stable
 from .common import color, rgba, styled, subplots
@@ -161,7 +161,8 @@ def noisy_training_over_seeds(curves: Mapping[str, Sequence[Curves]], window: in
         f"training loss (cross-entropy, moving average of {window} steps)", "test accuracy (eval mode)"))
     for i, (label, cs) in enumerate(curves.items()):
         add_band(fig, band([_smoothed_loss(c, window) for c in cs]), name=label, c=color(i), row=1, col=1)
-        add_band(fig, band([(c.eval_steps, c.test_acc) for c in cs]), name=label, c=color(i), row=1, col=2,
+        accuracy = band([(c.eval_steps, c.test_acc) for c in cs], bounds=ACCURACY)
+        add_band(fig, accuracy, name=label, c=color(i), row=1, col=2,
                  showlegend=False, mode="lines+markers")
     fig.update_xaxes(title_text="step (weight updates)")
     fig.update_yaxes(type="log", row=1, col=1)

@@ -16,7 +16,7 @@ from ..config import Config, problems
 from ..figures import batchsize as figs
 from ..figures.common import color
 from ..figures.seeds import add_band
-from ..seeds import band, final_test_accuracy
+from ..seeds import ACCURACY, band, final_test_accuracy
 from ..train import Run, train
 from . import View
 
@@ -71,7 +71,7 @@ def sweep_figure(sweep: sweeps.Sweep, configs: Mapping[str, Config],
         sizes = np.array([configs[label].batch_size for label in labels])
         curves = [(sizes, np.array([final_test_accuracy(over_seeds[label][k].history) for label in labels]))
                   for k in range(n)]
-        add_band(fig, band(curves), name=name, c=figs.NORM_COLORS.get(norm, color(4)))
+        add_band(fig, band(curves, bounds=ACCURACY), name=name, c=figs.NORM_COLORS.get(norm, color(4)))
     return fig
 
 

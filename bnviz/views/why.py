@@ -144,7 +144,8 @@ def sweep_figure(config: Config, points: list[lr_sweep.SweepPoint],
             curves = [(np.array([p.lr for p in pts if p.label == label]),
                        np.array([getattr(p, field) if p.diverged_at is None else np.nan for p in pts if p.label == label]))
                       for pts in over_seeds]
-            seed_figs.add_band(fig, band(curves), name=label, c=color(i), row=1, col=col,
+            seed_figs.add_band(fig, band(curves, bounds=ACCURACY if field == "test_acc" else None), name=label,
+                               c=color(i), row=1, col=col,
                                showlegend=col == 1, mode="lines+markers")
     return fig
 
