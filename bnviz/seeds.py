@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 LEVEL = 0.95
 MAX_SEEDS = 20
 METHOD = ("mean over seeds; bands and ± are 95 % Student t-intervals over seeds (t quantile of n - 1 degrees "
-          "of freedom times the standard deviation over seeds / sqrt(n)); verdicts pair the runs by seed")
+          "of freedom times the standard deviation over seeds / sqrt(n)), an accuracy's cut at 0 and 100 %; verdicts "
+          "pair the runs by seed")
 
 
 def band_caption(n: int) -> str:
@@ -40,7 +41,8 @@ def band_caption(n: int) -> str:
     if n < 2:
         return ""
     return (f" Over {n} seeds: the line is the mean, the band the 95 % Student t-interval of the mean at each step "
-            "(t quantile of n - 1 degrees of freedom times the standard deviation over seeds / sqrt(n)).")
+            "(t quantile of n - 1 degrees of freedom times the standard deviation over seeds / sqrt(n)); an "
+            "accuracy's band is cut at 0 and 100 %.")
 
 
 def seed_label(label: str, seed: int, first_seed: int) -> str:
