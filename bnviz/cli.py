@@ -443,6 +443,9 @@ def run_runs(args: argparse.Namespace, stream: TextIO, out: TextIO) -> int:
     """``bnviz runs``: one line per run under the folder; a damaged run is listed with its error
     (still exit status 0: the listing worked)."""
     root = runs_root(args.dir)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root}: not a folder; give the folder that holds the runs (`bnviz doctor {root}` "
+                         "reads one run file)")
     if not root.is_dir():
         hint = "" if args.dir else f" (runs are looked for in ${RUNS_ENV}, else ./runs; or give the folder)"
         raise UsageError(f"{root}: no such folder{hint}")

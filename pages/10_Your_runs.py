@@ -55,13 +55,31 @@ def metrics(data: view.RunData) -> None:
                      f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updated))}.")
 
 
-def changed(root, name: str, drawn: tuple) -> bool:
-    """Whether the run has a new step or status since the page drew it (a damaged or vanished
-    run counts as changed: the redrawn page says what is wrong)."""
+def changed(root, listed: tuple, name: str | None = None, drawn: tuple | None = None) -> bool:
+    """Whether a run started or went in the runs folder, or the run shown (``name``, drawn at
+    ``drawn``: its last step and status) has a new step or status, since the page drew them (a
+    damaged or vanished run counts as changed: the redrawn page says what is wrong)."""
+    if view.run_names(root) != listed:
+        return True
+    if drawn is None:
+        return False
     try:
         return view.progress(root, name) != drawn
     except (ValueError, FileNotFoundError, RunFileError):
         return True
+
+
+def follow(root, listed: tuple, data: view.RunData | None = None) -> None:
+    """Redraw the page at each new step of the run shown while it is written, and, with no run to
+    show, when one starts. A page showing a finished run does not poll (an idle tab costs the
+    server nothing): its "Look for new runs" button reads the folder again."""
+    if data is None:
+        page.follow(lambda: changed(root, listed), "Watching the runs folder: a run that starts there is shown "
+                    "within seconds", every=view.FOLDER_POLL_S)
+    elif data.status == "running":
+        page.follow(lambda: changed(root, listed, data.name, (data.last_step, data.status)),
+                    "Following live: this run is being written, and new steps appear within about a second",
+                    every=view.LIVE_POLL_S)
 
 
 def layer_controls(data: view.RunData) -> None:
@@ -134,13 +152,19 @@ def draw_layers(data: view.RunData) -> None:
         if fig is None:
             st.info(f"Layer {view.plain(layer)} has no normalization module: no batch or running statistics.")
             return
+        note = view.running_note(data, layer_of(layer))
+        if note:
+            st.info(view.plain(note))
         page.chart(fig, "batch vs running statistics",
                    caption="Per channel (x: channel index, from 0), at the chosen step. Left: the mean of the layer's "
-                           "input over the batch (and spatial positions) against running_mean. Right: the batch "
-                           "variance BN normalized with, biased (sum of squared deviations / n), the same times "
-                           "n/(n-1) (unbiased), and running_var, which torch stores unbiased: compare it with the "
-                           "unbiased one. n = values per channel (subtitle). Eval mode normalizes with the running "
-                           "ones: where they sit away from the batch ones, eval-mode outputs shift.")
+                           "input over the batch (and spatial positions)" + (
+                               ". Right: its variance, biased (sum of squared deviations / n) and times n/(n-1) "
+                               "(unbiased). n = values per channel (subtitle)." if note else
+                               " against running_mean. Right: the batch variance BN normalized with, biased (sum of "
+                               "squared deviations / n), the same times n/(n-1) (unbiased), and running_var, which "
+                               "torch stores unbiased: compare it with the unbiased one. n = values per channel "
+                               "(subtitle). Eval mode normalizes with the running ones: where they sit away from the "
+                               "batch ones, eval-mode outputs shift."))
 
     @page.part
     def parameters(layer):
@@ -164,7 +188,9 @@ def draw_doctor(data: view.RunData) -> None:
                "statistic, and the momentum convention. A quiet doctor means none of these signatures is present "
                "at the recorded steps, not that the run is healthy.")
     alerts = view.alerts(data.findings)
-    if not alerts:
+    if not data.findings:
+        st.info("Nothing to check: the run records no normalization layer.")
+    elif not alerts:
         st.success("No problems or warnings at the recorded steps.")
     for i, f in enumerate(alerts):
         box = st.error if f.severity == "problem" else st.warning
@@ -183,18 +209,16 @@ def draw_doctor(data: view.RunData) -> None:
     if len([f for f in alerts if f.series]) > MAX_EVIDENCE:
         st.caption(f"Evidence is drawn for the first {MAX_EVIDENCE} findings only.")
     quiet = view.quiet_rows(data.findings)
-    with st.expander(f"Checks that found nothing: {len(quiet)}"):
-        st.dataframe(quiet, hide_index=True)
+    if quiet:
+        with st.expander(f"Checks that found nothing: {len(quiet)}"):
+            st.dataframe(quiet, hide_index=True)
 
 
-def draw_run(root, name: str, data: view.RunData) -> None:
-    st.subheader(f"Run {view.plain(name)}")
+def draw_run(root, listed: tuple, data: view.RunData) -> None:
+    st.subheader(f"Run {view.plain(data.name)}")
     metrics(data)
-    if data.status == "running":
-        page.follow(lambda: changed(root, name, (data.last_step, data.status)),
-                    "Following live: this run is being written, and new steps appear within about a second",
-                    every=view.LIVE_POLL_S)
-    elif data.status == "failed":
+    follow(root, listed, data)
+    if data.status == "failed":
         st.warning("The training loop raised an exception: the run ends at the last step committed before it.")
     elif data.status == "stopped":
         st.info("The training process is gone without closing the run (killed, or it ended without leaving the "
@@ -215,7 +239,7 @@ def draw_run(root, name: str, data: view.RunData) -> None:
 
     st.subheader("Inside the layers")
     if not data.steps:
-        st.info("No forward pass recorded yet: the first one is recorded at step 0, the next every few steps.")
+        st.info(view.no_steps_note(data))
     else:
         layer_controls(data)
         draw_layers(data)
@@ -246,17 +270,23 @@ with ui.guard():
     page.display_only(VIEW_DEFAULTS)
     root = default_runs_dir()
     found = view.list_runs(root)
-    chosen = view.select(root, found, st.session_state.get(key("run")) or None)
+    listed = tuple(sorted(r.name for r in found))   # as view.run_names finds them, to notice a new run
+    requested = st.session_state.get(key("run")) or None
+    chosen = view.select(root, found, requested)
     if chosen.error:
         # the reason is a sentence without its full stop; the next one must not run into it
-        st.error(f"**The run in the link cannot be opened.** {chosen.error.rstrip('.')}."
+        st.error(("**The run shown is gone from the runs folder (deleted or renamed?).** "
+                  if requested == st.session_state.get("runs.__opened") else
+                  "**The run in the link cannot be opened.** ") + f"{chosen.error.rstrip('.')}."
                  + (f" Showing the newest run, {view.plain(chosen.name)}, instead." if chosen.name else ""))
     if chosen.name is None:
         forget(VIEW_DEFAULTS)
         st.query_params.clear()  # nothing on this page reads the link now
         st.info(view.howto(root))
+        follow(root, listed)
     else:
         st.session_state[key("run")] = chosen.name
+        st.session_state["runs.__opened"] = chosen.name
         data, problem = None, None
         try:
             data = view.read_run(root, chosen.name)
@@ -273,8 +303,11 @@ with ui.guard():
         st.dataframe(view.runs_table(found), hide_index=True, height=min(38 + 35 * len(found), 250))
         page.view_control(st.selectbox, "run", "Run", chosen.options,
                           help="The run's folder relative to the runs folder; the link keeps it (?run=...).")
+        st.button("Look for new runs", key="runs.look",
+                  help=f"The list above is the runs folder as it was at {time.strftime('%H:%M:%S')}: read it "
+                       "again, with runs started since. (A run that is being written is followed by itself.)")
         if problem is not None:
             st.error(f"**This run cannot be read.** {view.plain(problem)}")
         else:
-            draw_run(root, chosen.name, data)
+            draw_run(root, listed, data)
     page.download_all()

@@ -8,6 +8,7 @@ draw the same run's histories. Nothing here knows where the numbers came from.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from .common import HEIGHT, MARGIN, color, rgba, styled, subplots
 # A gamma/beta figure draws one line per channel up to this many channels; beyond, a band.
 MAX_CHANNEL_LINES = 16
 BAND = (10, 50, 90)     # percentiles across channels: the band's edges and its middle line
+TITLE_CHARS = 70        # an evidence chart's title is broken into lines of at most this many characters
 STEP_AXIS = "step (weight updates)"   # as figures.activations labels it: the same axis on one page
 
 # Names bnviz.watch itself records (with holdout=...), with what they are; other scalars keep
@@ -111,14 +113,18 @@ def scalar_curves(scalars: Mapping[str, tuple[np.ndarray, np.ndarray]], run_name
     return legend_below(fig, len(fig.data), 300 * rows + 160 + 22 * math.ceil(len(fig.data) / 2))
 
 
-def batch_vs_running(ns: NormStats, layer: str, step: int) -> go.Figure:
+def batch_vs_running(ns: NormStats, layer: str, step: int, *, keeps_running: bool = True,
+                     normalizes_with_batch: bool = True) -> go.Figure:
     """One norm layer at one recorded step, per channel: the batch mean and variance it normalized
     with against its running mean and variance (what eval mode uses).
 
     torch stores ``running_var`` unbiased (times n / (n - 1), n = ``ns.count`` values per channel)
     while BN normalizes a batch with the biased variance: both batch variances are drawn, so the
     running one compares like with like. Arrays a layer does not have (no running statistics, a
-    step in eval mode) are left out, and the subtitle says so.
+    step in eval mode) are left out, and the subtitle says so: ``keeps_running=False`` for a layer
+    that has no running statistics at all (LayerNorm, GroupNorm, track_running_stats=False), and
+    ``normalizes_with_batch=False`` for one whose statistics are each sample's own (LayerNorm,
+    GroupNorm, InstanceNorm): the batch statistics are then drawn for reference only.
     """
     fig = subplots(rows=1, cols=2, subplot_titles=("mean per channel", "variance per channel"),
                    horizontal_spacing=0.08)
@@ -132,7 +138,8 @@ def batch_vs_running(ns: NormStats, layer: str, step: int) -> go.Figure:
     series = (
         (1, "batch mean", ns.batch_mean, 0, "circle", 7, "of this batch's values per channel"),
         (1, "running mean", ns.running_mean, 1, "x-thin-open", 9, "running_mean buffer after this step"),
-        (2, "batch variance, biased (used to normalize)", ns.batch_var, 0, "circle", 7, "sum (x - mean)^2 / n"),
+        (2, "batch variance, biased" + (" (used to normalize)" if normalizes_with_batch else ""), ns.batch_var, 0,
+         "circle", 7, "sum (x - mean)^2 / n"),
         (2, "batch variance, unbiased (x n/(n-1))", unbiased, 2, "diamond-open", 12, "sum (x - mean)^2 / (n - 1)"),
         (2, "running variance (unbiased, as torch stores it)", ns.running_var, 1, "x-thin-open", 9,
          "running_var buffer after this step"),
@@ -149,8 +156,11 @@ def batch_vs_running(ns: NormStats, layer: str, step: int) -> go.Figure:
     fig.update_xaxes(title_text="channel (0-based)")
     fig.update_yaxes(title_text="mean", row=1, col=1)
     fig.update_yaxes(title_text="variance", row=1, col=2)
-    styled(fig, f"{layer}: batch vs running statistics per channel at step {step}")
+    styled(fig, f"{layer}: batch {'vs running ' if keeps_running else ''}statistics per channel at step {step}")
     note = f"n = {n} values per channel in this batch"
+    if not keeps_running:
+        note += "; no running statistics: this layer keeps none"
+        missing = [name for name in missing if not name.startswith("running")]
     if missing:
         note += "; not recorded: " + ", ".join(missing)
     fig.update_layout(title_subtitle_text=note)
@@ -214,4 +224,9 @@ def finding_evidence(finding: Any) -> go.Figure:
     fig.update_xaxes(title_text=STEP_AXIS)
     fig.update_yaxes(title_text=finding.unit or "value")
     where = f" ({finding.layer})" if finding.layer else ""
-    return styled(fig, f"Evidence: {finding.title}{where}", height=380)
+    # drawn beside the finding's text, in part of the page's width: a long title is broken in two,
+    # and the legend goes below, off the title
+    title = "<br>".join(textwrap.wrap(f"Evidence: {finding.title}{where}", TITLE_CHARS, break_long_words=False,
+                                      break_on_hyphens=False))
+    styled(fig, title)
+    return legend_below(fig, len(fig.data), 380 + 22 * math.ceil(len(fig.data) / 2))

@@ -15,7 +15,9 @@ the run's next commit. Checking a live run for news (:func:`progress`) reads its
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +36,10 @@ from ..record import TAP_LABELS, History, LayerInfo, NormStats, Snapshot, Thinne
 
 KEPT = 8                # run contents kept in memory (one per run and commit)
 MAX_PANELS = 8          # layers the histogram figure shows side by side at most
+CROWDED_PANELS = 4      # beyond this many panels, their titles are drawn smaller ...
+PANEL_TITLE_PX = 11     # ... in this font size (px)
 LIVE_POLL_S = 1.0       # how often the page checks a running run for new steps
+FOLDER_POLL_S = 2.0     # how often it checks the runs folder for runs that started or went
 CLOSE_ACC = 0.02        # held-out accuracies this close with and without recomputed statistics agree
 _MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]<>$~|#"})
 
@@ -56,6 +61,23 @@ def code(text: str) -> str:
 def list_runs(root: Path) -> list[store.RunSummary]:
     """The runs under ``root``, newest first ([] for a missing folder)."""
     return store.list_runs(root) if root.is_dir() else []
+
+
+def run_names(root: Path) -> tuple[str, ...]:
+    """The names of the runs under ``root`` as :func:`bnviz.store.list_runs` names them, sorted,
+    found without opening a run file: what a page open on the folder compares every few seconds
+    to notice a run that started (a new folder with a run file), or one deleted or renamed."""
+    found, level = [], [root]
+    for depth in range(store.MAX_DEPTH + 1):
+        below = []
+        for folder in level:
+            if (folder / store.RUN_FILE).is_file():
+                found.append(folder.relative_to(root).as_posix())
+            if depth < store.MAX_DEPTH:
+                with contextlib.suppress(OSError):
+                    below += [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+        level = below
+    return tuple(sorted(found))
 
 
 def age(updated: float, now: float | None = None) -> str:
@@ -258,6 +280,45 @@ def tap_note(data: RunData, layer: int, tap: str) -> str | None:
             "bands and histograms over training.")
 
 
+def no_steps_note(data: RunData) -> str:
+    """Why the run holds no recorded forward pass (Markdown): a model without a layer bnviz records,
+    a run still before its first one, or one that ended before it."""
+    if not data.layers:
+        return ("This run records no layers: the model has no normalization or activation module that bnviz "
+                "recognizes, so only the scalars passed to `w.step(...)` are kept (see the README, \"What is "
+                "recorded\").")
+    if data.status == "running":
+        return "No forward pass recorded yet: the first one is recorded at step 0, the next every few steps."
+    return (f"This run ended ({data.status}) before a forward pass was recorded: step 0 is recorded at the first "
+            "forward pass in train mode (`model.train()`) inside `bnviz.watch`; forward passes in eval mode are "
+            "not recorded.")
+
+
+# How a normalization module without running statistics normalizes, by family (LayerInfo.family).
+_OWN_STATISTICS = {
+    "batch": "was built with track_running_stats=False: it normalizes with the statistics of the batch it is "
+             "given, in eval mode too (so eval-mode outputs depend on the batch)",
+    "layer": "normalizes each sample over its own features, in eval mode as in training",
+    "rms": "scales each sample by the root mean square of its own features, in eval mode as in training",
+    "group": "normalizes each sample over groups of its own channels, in eval mode as in training",
+    "instance": "normalizes each sample and channel over its own positions, in eval mode as in training",
+}
+
+
+def running_note(data: RunData, layer: int) -> str | None:
+    """Why the layer has no running statistics to compare, if it has none (LayerNorm, GroupNorm,
+    InstanceNorm, RMSNorm, BatchNorm with track_running_stats=False); None for a layer that keeps
+    them, or one without a normalization module."""
+    info = data.layers[layer]
+    if info.family is None or info.tracks_running_stats:
+        return None
+    how = _OWN_STATISTICS.get(info.family, "normalizes with statistics of its own input")
+    reference = ("" if info.family == "batch" else " The batch statistics below (each channel's mean and variance "
+                 "over the batch) are for reference: they are not what this layer normalizes with.")
+    return (f"Layer {info.name} ({info.kind}) keeps no running statistics: it {how}. Eval mode has no running "
+            f"statistics that could drift from the batch ones.{reference}")
+
+
 def histogram_layers(n: int, chosen: int) -> list[int]:
     """The layers the histogram figure shows: all of them up to :data:`MAX_PANELS`, else that many
     evenly spaced across depth, the chosen one among them."""
@@ -269,25 +330,29 @@ def histogram_layers(n: int, chosen: int) -> list[int]:
     return sorted(set(picks))
 
 
-def wrap(name: str, width: int = 14) -> str:
-    """A long module name on lines of about ``width`` characters, broken after its dots, for a
-    panel title: "layer2.0.<br>downsample.1"."""
+def wrap(name: str, width: int = 14, after: str = ".") -> str:
+    """A long module name on lines of about ``width`` characters, broken after its dots (and the
+    other characters in ``after``), for a panel title: "layer2.0.<br>downsample.1"; with spaces,
+    "12<br>(BatchNorm1d)"."""
     lines = [""]
-    for part in name.replace(".", ".\0").split("\0"):
+    for c in after:
+        name = name.replace(c, c + "\0")
+    for part in name.split("\0"):
         if lines[-1] and len(lines[-1]) + len(part) > width:
             lines.append("")
         lines[-1] += part
-    return "<br>".join(lines)
+    return "<br>".join(line.rstrip() for line in lines)
 
 
 def _at_step(history: History, step: int, layers: list[int]) -> History:
     """A History of one snapshot (the one nearest ``step``) and the given layers only, their
-    names wrapped for narrow panels."""
+    names wrapped for narrow panels (at spaces too when there are many)."""
+    after = ". " if len(layers) > CROWDED_PANELS else "."
     snap = history.snapshot_at(step)
     new = {old: i for i, old in enumerate(layers)}
     taps = {(new[layer], tap): st for (layer, tap), st in snap.taps.items() if layer in new}
     one = Snapshot(snap.step, taps, {})
-    return History(config=None, layer_names=[wrap(history.layer_names[i]) for i in layers], edges=history.edges,
+    return History(config=None, layer_names=[wrap(history.layer_names[i], after=after) for i in layers], edges=history.edges,
                    snapshots=Thinned(1, steps=[snap.step], items=[one]), losses=Thinned(1), evals=Thinned(1))
 
 
@@ -325,6 +390,11 @@ def layer_histograms(data: RunData, *, step: int, tap: str, layer: int,
     sub = _at_step(data.labelled, step, shown)
     empty = [data.layer_names[i] for j, i in enumerate(shown) if (j, tap) not in sub.snapshots[0].taps]
     fig = act_figs.layer_histograms({data.name: sub}, sub.snapshots.steps[0], tap, log_y=log_y)
+    # One run: the page's heading names it, and a legend of one entry would sit on the panel titles.
+    fig.update_layout(showlegend=False)
+    if len(shown) > CROWDED_PANELS:   # titles in narrow panels: "12<br>(BatchNorm1d)" must fit one
+        titles = set(sub.layer_names)
+        fig.for_each_annotation(lambda a: a.update(font_size=PANEL_TITLE_PX) if a.text in titles else None)
     return fig, [data.layer_names[i] for i in shown], empty
 
 
@@ -341,7 +411,9 @@ def batch_vs_running(data: RunData, *, layer: int, step: int) -> go.Figure | Non
     ns = norm_state(data, layer, step)
     if ns is None:
         return None
-    return figs.batch_vs_running(ns, layer_label(data.layers[layer]), data.history.snapshot_at(step).step)
+    info = data.layers[layer]
+    return figs.batch_vs_running(ns, layer_label(info), data.history.snapshot_at(step).step,
+                                 keeps_running=info.tracks_running_stats, normalizes_with_batch=info.family == "batch")
 
 
 def gamma_beta(data: RunData, *, layer: int) -> go.Figure | None:
