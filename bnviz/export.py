@@ -406,37 +406,57 @@ def _scale_sizes(node: Any, scale: float) -> None:
 
 # Plotly.js never breaks a line of text: a title longer than its figure is wide ran off the
 # image (a 118-character one did at 900 px; in Presentation, at 1.6 times the size, most long
-# ones did) and subplot titles ran into each other. fit_text breaks them where a space is, by an
-# estimate of the width of a character: generous, so that a line estimated to fit does.
-_CHAR_EM = 0.54     # mean advance of a character of plotly's default font (Open Sans, Arial), in ems
+# ones did) and subplot titles ran into each other. fit_text breaks them where a space is, by
+# the width each character has in Arial / Helvetica (the metric every sans-serif font of a
+# Chromium without plotly's "Open Sans" falls back to here), a little more to be safe.
+_EM_WIDTHS = dict(zip(
+    " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    (278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, *(556,) * 10, 278, 278,
+     584, 584, 584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,
+     667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500,
+     556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722,
+     500, 500, 500, 334, 260, 334, 584)))      # Helvetica's advance widths, in thousandths of an em
+_OTHER_EM = 0.6     # a character outside that table (Greek, arrows): about a capital's
+_SAFETY = 1.02      # Chromium's Arial (Liberation Sans here) has these widths; a little to spare
 _SMALL_EM = 0.7     # <sub> and <sup> text, relative to its line's font
 _LINE_EM = 1.3      # height of a line of a text of several lines, in ems of its font
 _TEXT_PAD = 16      # px kept free between a text and the edge or neighbour that bounds it
 _TAG = re.compile(r"<(/?)([a-zA-Z]+)[^>]*>")
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
-def _visible_length(text: str) -> int:
-    return len(html.unescape(_TAG.sub("", text)))
+def text_width(text: str, size: float) -> float:
+    """An estimate of the width in px of one line of plotly text at font ``size``: tags and
+    entities allowed, ``<sub>`` / ``<sup>`` text smaller, combining accents (x&#770;) of no width."""
+    width, small, at = 0.0, 0, 0
+    for match in [*_TAG.finditer(text), None]:
+        piece = html.unescape(text[at:match.start() if match else len(text)])
+        ems = sum(0.0 if unicodedata.combining(c) else _EM_WIDTHS[c] / 1000 if c in _EM_WIDTHS else _OTHER_EM
+                  for c in piece)
+        width += ems * (_SMALL_EM if small else 1.0)
+        if match:
+            if match.group(2).lower() in ("sub", "sup"):
+                small = max(0, small + (-1 if match.group(1) else 1))
+            at = match.end()
+    return size * _SAFETY * width
 
 
-def wrap_text_line(line: str, max_chars: int) -> list[str]:
-    """One line of plotly text (tags such as ``<sub>`` and ``<b>`` allowed) broken at spaces into
-    lines of at most ``max_chars`` visible characters; a word longer than that stays whole. A tag
-    open where the line breaks is closed before the break and opened again after it."""
+def wrap_text_line(line: str, room: float, size: float) -> list[str]:
+    """One line of plotly text (tags such as ``<sub>`` and ``<b>`` allowed) at font ``size``,
+    broken at spaces into lines of at most ``room`` px (:func:`text_width`); a word longer than
+    that stays whole. A tag open where the line breaks is closed before the break and opened
+    again after it."""
     lines: list[str] = []
     current: list[str] = []
-    length = 0
     opened: list[tuple[str, str]] = []         # (name, the opening tag as written)
     reopen = ""
     for word in line.split(" "):
-        size = _visible_length(word)
-        if current and length + 1 + size > max_chars:
+        if current and text_width(" ".join(current + [word]), size) > room:
             lines.append(" ".join(current) + "".join(f"</{name}>" for name, _ in reversed(opened)))
             reopen = "".join(tag for _, tag in opened)
-            current, length = [], 0
+            current = []
         current.append(reopen + word if not current else word)
         reopen = ""
-        length += size + (len(current) > 1)
         for match in _TAG.finditer(word):
             closing, name = match.group(1), match.group(2).lower()
             if name == "br":
@@ -452,15 +472,13 @@ def wrap_text_line(line: str, max_chars: int) -> list[str]:
 def _wrap_text(text: str, size: float, room: float) -> tuple[str, int]:
     """``text`` at font ``size`` broken to fit ``room`` pixels, and the lines it gained."""
     out: list[str] = []
-    for line in re.split(r"<br\s*/?>", text, flags=re.IGNORECASE):
-        small = line.strip().lower().startswith(("<sub>", "<sup>"))
-        max_chars = max(8, int(room / (size * (_SMALL_EM if small else 1.0) * _CHAR_EM)))
-        out.extend(wrap_text_line(line, max_chars) if _visible_length(line) > max_chars else [line])
+    for line in _BREAK.split(text):
+        out.extend(wrap_text_line(line, room, size) if text_width(line, size) > room else [line])
     return "<br>".join(out), len(out) - _lines(text)
 
 
 def _lines(text: str) -> int:
-    return 1 + len(re.findall(r"<br\s*/?>", text, flags=re.IGNORECASE))
+    return 1 + len(_BREAK.findall(text))
 
 
 def _pin_title(title: dict[str, Any], size: float, pad: float) -> None:
@@ -487,7 +505,7 @@ def _legend_height(spec: dict[str, Any], width: float, font: float) -> float:
     if legend.get("orientation") == "h":
         rows, used = 1, 0.0
         for name in names:
-            entry = 40 + _visible_length(name) * size * _CHAR_EM    # symbol, gap, text
+            entry = 40 + text_width(name, size)    # symbol, gap, text
             if used and used + entry > width - 2 * _TEXT_PAD:
                 rows, used = rows + 1, 0.0
             used += entry
@@ -507,38 +525,47 @@ def fit_text(spec: dict[str, Any], width: float, height: float | None = None) ->
     margin = {**_DEFAULT_MARGIN, **(layout.get("margin") or {})}
     title = layout.get("title") or {}
     title_px = 0.0
-    title_bottom = 0.0            # of a title at the top of the figure, lines flowing down
+    title_size = (title.get("font") or {}).get("size") or round(font * 1.4)
     if title.get("text"):
-        size = (title.get("font") or {}).get("size") or round(font * 1.4)
         x = title.get("x", 0.5) if title.get("xref", "container") == "container" else 0.5
         room = width * (1 - x if x < 1 / 3 else x if x > 2 / 3 else 2 * min(x, 1 - x)) - _TEXT_PAD
-        text, added = _wrap_text(str(title["text"]), size, room)
-        pinned = title.get("yanchor") == "top" and title.get("yref") == "container"
-        if added:
-            title["text"] = text
-            title_px = added * size * _LINE_EM
-            if pinned or "y" not in title:
-                _pin_title(title, size, _TITLE_PAD * font / _DEFAULT_FONT_SIZE)
-                pinned = True
-        if pinned:
-            title_bottom = _TITLE_PAD * font / _DEFAULT_FONT_SIZE + _lines(str(title["text"])) * size * _LINE_EM
+        text, added = _wrap_text(str(title["text"]), title_size, room)
+        title["text"] = text
+        title_px = added * title_size * _LINE_EM
     plot_width = width - margin["l"] - margin["r"]
-    domains = [tuple(axis.get("domain") or (0, 1)) for name, axis in layout.items()
-               if name.startswith("xaxis") and isinstance(axis, dict)] or [(0.0, 1.0)]
+    notes = [note for note in layout.get("annotations") or []
+             if not note.get("showarrow", True) and note.get("xref") == "paper" and note.get("text")]
     added_above = notes_px = 0.0   # subplot titles above the plot: lines added, and the tallest
-    for note in layout.get("annotations") or []:
-        if note.get("showarrow", True) or note.get("xref") != "paper" or not note.get("text"):
-            continue
-        x = note.get("x", 0.5)
-        spans = [b - a for a, b in domains if a <= x <= b] or [1.0]
-        size = (note.get("font") or {}).get("size") or font
-        text, added = _wrap_text(str(note["text"]), size, min(spans) * plot_width - _TEXT_PAD)
+    sizes = [(note.get("font") or {}).get("size") or font for note in notes]
+    halves = [max(text_width(line, size) for line in _BREAK.split(str(note["text"]))) / 2
+              for note, size in zip(notes, sizes)]
+    for i, note in enumerate(notes):
+        # Centred on its x, a note may reach the figure's edge, and towards each nearest neighbour
+        # on its row (subplot titles of one row share y) as far as the neighbour leaves free: the
+        # neighbour keeps its own half width, or half of the space between them if it wants more.
+        x, y = note.get("x", 0.5), note.get("y", 0.5)
+        half = min(x * plot_width + margin["l"], (1 - x) * plot_width + margin["r"]) - _TEXT_PAD / 2
+        row = [(abs(other.get("x", 0.5) - x) * plot_width, j) for j, other in enumerate(notes)
+               if j != i and abs(other.get("y", 0.5) - y) < 0.02]
+        for side in (1, -1):
+            near = [(d, j) for d, j in row if (notes[j].get("x", 0.5) - x) * side > 0]
+            if near:
+                d, j = min(near)
+                half = min(half, d - _TEXT_PAD - min(halves[j], (d - _TEXT_PAD) / 2))
+        size = sizes[i]
+        text, added = _wrap_text(str(note["text"]), size, 2 * half)
         note["text"] = text
         if note.get("yref") == "paper" and note.get("y", 0) >= 1 and note.get("yanchor") == "bottom":
             added_above = max(added_above, added * size * _LINE_EM)
             notes_px = max(notes_px, _lines(text) * size * _LINE_EM)
     if not (title_px or added_above):
         return 0
+    # Lines were added: the title goes to the top of the figure, lines flowing down (plotly.js
+    # centres one it places itself in the top margin, which grows: into the subplot titles).
+    title_bottom = 0.0
+    if title.get("text") and ("y" not in title or (title.get("yanchor") == "top" and title.get("yref") == "container")):
+        _pin_title(title, title_size, _TITLE_PAD * font / _DEFAULT_FONT_SIZE)
+        title_bottom = _TITLE_PAD * font / _DEFAULT_FONT_SIZE + _lines(str(title["text"])) * title_size * _LINE_EM
     old_height = layout.get("height") or height or DEFAULT_HEIGHT
     plot_height = old_height - margin["t"] - margin["b"]
     legend = layout.get("legend") or {}

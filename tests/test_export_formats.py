@@ -153,15 +153,33 @@ def test_presentation_leaves_its_argument_alone():
 
 def test_wrap_text_line_keeps_every_word_in_order_and_every_tag_balanced_on_each_line():
     line = "<b>A long</b> title with <sub>a subscript that runs on for a while</sub> and &amp; more words"
-    for width in (6, 10, 17, 30, 200):
-        lines = export.wrap_text_line(line, width)
+    whole = export.text_width(line, 14)
+    for room in (40, 90, 150, 300, whole):
+        lines = export.wrap_text_line(line, room, 14)
         visible = [html.unescape(re.sub(r"<[^>]+>", "", x)) for x in lines]
         assert " ".join(visible) == html.unescape(re.sub(r"<[^>]+>", "", line))
         for x, shown in zip(lines, visible):
-            assert len(shown) <= width or " " not in shown          # only a single long word may exceed
+            assert export.text_width(x, 14) <= room or " " not in shown    # only a single long word may exceed
             for tag in ("b", "sub"):
-                assert x.count(f"<{tag}>") == x.count(f"</{tag}>"), (x, width)
-        assert (len(lines) == 1) == (width >= len(visible[0]) and len(lines) == 1)
+                assert x.count(f"<{tag}>") == x.count(f"</{tag}>"), (x, room)
+        assert (len(lines) == 1) == (room >= whole)
+
+
+@needs_browser
+def test_text_width_is_at_least_what_chromium_draws_and_not_much_more(browser):
+    """The estimate against the width Chromium gives the text in plotly's font stack: never short
+    (a line estimated to fit does), at most 15 % over."""
+    page = browser.new_page()
+    try:
+        texts = ["Covariance matrices (biased, 1/n): standardization", "(b) without BN: input of one sigmoid",
+                 "WWW MMM mmm iii lll 0123456789 %&@", "layer 3 over training, eta = 0.025 ... 0.2"]
+        drawn = page.evaluate("""(texts) => texts.map(t => { const s = document.createElement('span');
+            s.style.font = '16px "Open Sans", verdana, arial, sans-serif'; s.style.whiteSpace = 'pre';
+            s.textContent = t; document.body.appendChild(s); return s.getBoundingClientRect().width; })""", texts)
+    finally:
+        page.close()
+    for text, px in zip(texts, drawn):
+        assert px <= export.text_width(text, 16) <= 1.15 * px, (text, px, export.text_width(text, 16))
 
 
 def test_fit_text_leaves_a_figure_whose_texts_fit_unchanged():
@@ -206,27 +224,36 @@ LONG_TITLE = ("Covariance matrices (biased, 1/n): standardization keeps the off-
               "makes it the identity, and this title goes on to be longer than any figure is wide")
 
 
-def long_texts() -> go.Figure:
+def long_texts(title: str = LONG_TITLE + "<br><sub>" + LONG_TITLE.lower() + "</sub>",
+               legend_above: bool = True) -> go.Figure:
     fig = make_subplots(rows=1, cols=4, subplot_titles=("raw data", "standardized (what BN does)", "PCA-whitened",
                                                         "ZCA-whitened"))
     for col in range(1, 5):
         fig.add_trace(go.Scatter(y=[1, 2, 3], name=f"series {col}"), row=1, col=col)
-    fig.update_layout(title=dict(text=LONG_TITLE + "<br><sub>" + LONG_TITLE.lower() + "</sub>", x=0.01),
-                      height=460, margin=dict(t=100), legend=dict(orientation="h", x=1, xanchor="right", y=1.08,
-                                                                  yanchor="bottom"))
+    legend = dict(orientation="h", x=1, xanchor="right", y=1.08, yanchor="bottom") if legend_above else dict(y=-0.3)
+    fig.update_layout(title=dict(text=title, x=0.01), height=460, margin=dict(t=100), legend=legend)
     return fig
 
 
 @needs_browser
-@pytest.mark.parametrize("shown", ["image", "presentation"])
-def test_long_titles_and_subplot_titles_fit_the_figure_and_keep_apart(browser, shown):
-    """Checked where plotly.js draws them: before fitting, the title runs off the figure (the test
-    can fail); after, every line lies inside it, no subplot title meets another, and the legend
-    meets neither."""
-    fig = long_texts()
-    raw = _boxes(browser, fig.to_dict(), export.DEFAULT_WIDTH)
-    assert max(b[2] for b in raw["title"]) > raw["figure"][2]          # what the fitting is for
-    if shown == "presentation":
+@pytest.mark.parametrize("shown", ["image", "presentation", "subplot titles only, presentation"])
+def test_long_titles_and_subplot_titles_fit_the_figure_and_keep_apart(browser, shown, monkeypatch):
+    """Checked where plotly.js draws them: before fitting, the title (or, at presentation size, the
+    subplot titles) runs off the figure or into each other (the test can fail); after, every line
+    lies inside the figure, no subplot title meets another or the title, and the legend meets
+    none of them."""
+    if shown == "subplot titles only, presentation":    # a title of two lines that fits; its subplot titles do not
+        fig = long_texts("Ioffe & Szegedy (2015), Figure 1<br><sub>(b, c): percentiles of one unit</sub>",
+                         legend_above=False)
+        with monkeypatch.context() as patched:
+            patched.setattr(export, "fit_text", lambda *args, **kwargs: 0)
+            raw = _boxes(browser, presentation(fig).to_dict(), export.DEFAULT_WIDTH)
+        assert not all(_apart(a, b) for i, a in enumerate(raw["notes"]) for b in raw["notes"][i + 1:])
+    else:
+        fig = long_texts()
+        raw = _boxes(browser, fig.to_dict(), export.DEFAULT_WIDTH)
+        assert max(b[2] for b in raw["title"]) > raw["figure"][2]          # what the fitting is for
+    if shown != "image":
         spec = presentation(fig).to_dict()
     else:
         spec = fig.to_dict()
@@ -237,6 +264,7 @@ def test_long_titles_and_subplot_titles_fit_the_figure_and_keep_apart(browser, s
     notes = boxes["notes"]
     assert len(notes) == 4 and all(_inside(b, boxes["figure"]) for b in notes)
     assert all(_apart(a, b) for i, a in enumerate(notes) for b in notes[i + 1:]), notes
+    assert all(_apart(a, b) for a in boxes["title"] for b in notes), boxes
     for legend in boxes["legend"]:
         assert all(_apart(legend, b) for b in boxes["title"] + notes), (legend, boxes)
 
