@@ -445,7 +445,16 @@ def _alive(pid: Any) -> bool:
         return False
     except OSError:  # PermissionError: it exists, as another user's process
         pass
-    return True
+    # A killed writer that its parent has not reaped yet (started by subprocess.Popen without a
+    # wait) is a zombie: os.kill still finds it, and its run said "running" for as long as the
+    # parent lived. Linux gives its state after the command name in /proc/<pid>/stat: "pid (comm) Z".
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            head = f.read(100)      # the pid, a name of at most 15 bytes in parentheses, the state
+    except OSError:                 # no /proc (macOS), or it has just gone
+        return True
+    state = head[head.rfind(b")") + 1:].split()[:1]
+    return state not in ([b"Z"], [b"X"])
 
 
 def _status(meta: Mapping[str, Any]) -> str:

@@ -328,6 +328,27 @@ def _check_consistent(h) -> None:
 
 
 @needs_fork
+@pytest.mark.skipif(not hasattr(os, "waitid") or not Path("/proc/self/stat").exists(), reason="Linux's /proc and waitid")
+def test_a_killed_writer_not_yet_reaped_is_stopped_not_running(tmp_path):
+    """SIGKILLed, its exit seen by waitid with WNOWAIT (so not reaped: a zombie, whose pid still
+    answers os.kill(pid, 0)), the writer's run reads "stopped"; it read "running" for as long as
+    its parent lived (a training started with subprocess.Popen and no wait)."""
+    receive, send = _FORK.Pipe(duplex=False)
+    child = _FORK.Process(target=_write_steps, args=(tmp_path / "run", 100_000, send))
+    child.start()
+    for _ in range(3):
+        receive.recv_bytes()
+    assert open_run(tmp_path / "run").status == "running"
+    os.kill(child.pid, signal.SIGKILL)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)        # exited, still a zombie
+    try:
+        os.kill(child.pid, 0)                                        # what the store asked alone
+        assert open_run(tmp_path / "run").status == "stopped"
+    finally:
+        child.join()
+
+
+@needs_fork
 def test_a_writer_killed_with_sigkill_leaves_every_committed_step(tmp_path):
     receive, send = _FORK.Pipe(duplex=False)
     child = _FORK.Process(target=_write_steps, args=(tmp_path / "run", 100_000, send))
