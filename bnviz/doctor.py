@@ -71,10 +71,23 @@ def _ok(check: str, layer: str | None, evidence: str) -> Finding:
     return Finding(check, layer, "ok", CHECKS[check], evidence, "")
 
 
+_FAMILY_NAMES = {"layer": "LayerNorm", "rms": "RMSNorm", "group": "GroupNorm", "instance": "InstanceNorm"}
+
+
+def _no_running_statistics(info: Any) -> str:
+    """Why a check of running statistics does not apply to the layer ``info``, which keeps none."""
+    if info.family == "batch":
+        return ("not applicable: this BatchNorm keeps no running statistics (track_running_stats=False), so eval "
+                "mode normalizes with each batch's own statistics too")
+    kind = _FAMILY_NAMES.get(info.family, "this layer")
+    return (f"not applicable: {kind} normalizes each sample by its own statistics, in training and in eval mode "
+            "alike, and keeps no running statistics")
+
+
 def check_running_vs_batch(run: Any, info: Any) -> Finding:
     name = info.name
     if not info.tracks_running_stats:
-        return _ok("running_vs_batch", name, "keeps no running statistics (eval mode uses batch statistics)")
+        return _ok("running_vs_batch", name, _no_running_statistics(info))
     steps, bmean, bvar = run.batch_stats(name)
     _, rmean, rvar = run.running_stats(name)
     state = run.layer_state(name)
@@ -98,6 +111,12 @@ def check_running_vs_batch(run: Any, info: Any) -> Finding:
         gaps.append(float(np.median(np.abs(rmean[i] - m) / np.sqrt(v + eps))))
         ratios.append(float(np.median((rvar[i] + eps) / (v + eps))))
     gap, ratio = np.asarray(gaps), np.asarray(ratios)
+    if not finite[-1]:
+        # Judged at an earlier, finite step, it named a gap of long ago beside the non-finite
+        # statistics that are the layer's real state (the non-finite check reports them).
+        since = int(steps[int(np.flatnonzero(finite)[-1]) + 1])
+        return _ok("running_vs_batch", name, f"not judged: its statistics are not finite from step {since} on "
+                                             "(see the check of non-finite values)")
     last = int(np.flatnonzero(np.isfinite(gap))[-1])
     g, r = gap[last], ratio[last]
     evidence = (f"at step {int(steps[last])}: running mean {g:.2f} batch standard deviations from the mean of the "
@@ -145,8 +164,10 @@ def _holdout_evidence(run: Any) -> str:
 
 def check_frozen_but_moving(run: Any, info: Any) -> Finding:
     name = info.name
-    if not info.tracks_running_stats or not info.affine:
-        return _ok("frozen_but_moving", name, "no parameters or no running statistics")
+    if not info.tracks_running_stats:
+        return _ok("frozen_but_moving", name, _no_running_statistics(info))
+    if not info.affine:
+        return _ok("frozen_but_moving", name, "not applicable: the layer has no gamma and beta to freeze (affine=False)")
     state = run.layer_state(name)
     steps, rmean, rvar = run.running_stats(name)
     frozen_training = state["frozen"].astype(bool) & state["training"].astype(bool)
@@ -292,8 +313,10 @@ def _updates(state: dict[str, np.ndarray], info: Any) -> np.ndarray:
 def check_momentum(run: Any, info: Any) -> Finding:
     name = info.name
     m = info.momentum
-    if not info.tracks_running_stats or m is None:
-        return _ok("momentum", name, "cumulative average (momentum=None)" if m is None else "no running statistics")
+    if not info.tracks_running_stats:
+        return _ok("momentum", name, _no_running_statistics(info))
+    if m is None:
+        return _ok("momentum", name, "cumulative average (momentum=None)")
     steps, bmean, _ = run.batch_stats(name)
     _, rmean, _ = run.running_stats(name)
     updates = int(_updates(run.layer_state(name), info)[-1]) if len(steps) else 0

@@ -25,9 +25,9 @@ import sys
 import threading
 import unicodedata
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -48,6 +48,7 @@ __all__ = [
     "figure_png",
     "figures_zip",
     "modebar_config",
+    "pandas_settled",
     "presentation",
     "safe_filename",
     "settle_pandas",
@@ -659,12 +660,31 @@ def presentation(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go.Figure
 
 def settle_pandas() -> None:
     """Wait for an import of pandas that another thread has begun (see the import in bnviz.ui).
-
-    For the home page, which draws its first chart before it imports bnviz.ui: a run of another
-    page can be importing pandas meanwhile, and plotly, which only looks pandas up in sys.modules,
-    would meet a half-imported module. ``import`` waits on the module's lock until it is done."""
+    ``import`` waits on the module's lock until it is done."""
     if "pandas" in sys.modules:
         import pandas  # noqa: F401
+
+
+_T = TypeVar("_T")
+
+
+def pandas_settled(make: Callable[[], _T]) -> _T:
+    """``make()`` (plotly work), done again once pandas is imported if another thread began
+    importing pandas while it ran.
+
+    For the home page, which draws its first chart before it imports bnviz.ui (pandas, ~0.3 s):
+    a run of another page can begin importing pandas at any moment, and plotly, which only looks
+    pandas up in sys.modules, then meets a half-imported module ("partially initialized module
+    'pandas' has no attribute 'Series'": the page showed that traceback to one of 8 sessions
+    started at once). Waiting first (:func:`settle_pandas`) leaves a window; this closes it."""
+    settle_pandas()
+    try:
+        return make()
+    except AttributeError as exc:
+        if "pandas" not in str(exc):
+            raise
+        import pandas  # noqa: F401 - waits for the other thread's import to finish
+        return make()
 
 
 def modebar_config(filename: str, scale: float = 2) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from streamlit.errors import StreamlitPageNotFoundError
 # browser loads plotly.js and draws the picture, and training waits until it is drawn
 # (let_browser_draw): on two cores the two would slow each other down.
 from bnviz import navigation
-from bnviz.export import modebar_config, safe_filename, settle_pandas
+from bnviz.export import modebar_config, pandas_settled, safe_filename
 from bnviz.figures import intro
 from bnviz.ui_first_paint import let_browser_draw
 
@@ -26,11 +26,11 @@ st.markdown(
     "averages of them collected during training: the source of most of BN's surprises.")
 st.latex(r"\mu_B=\frac1m\sum_{i=1}^m x_i,\quad \sigma_B^2=\frac1m\sum_{i=1}^m (x_i-\mu_B)^2,\quad "
          r"\hat x_i=\frac{x_i-\mu_B}{\sqrt{\sigma_B^2+\epsilon}},\quad y_i=\gamma\,\hat x_i+\beta")
-settle_pandas()  # another page's run may be importing pandas: plotly must not meet it half-imported
-intro_fig = intro.standardization_figure()
+# Another page's run may be importing pandas meanwhile: plotly must not meet it half-imported.
+intro_fig = pandas_settled(intro.standardization_figure)
 intro_box = st.container()
-intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME), key=f"home.chart.{safe_filename(intro.NAME)}",
-                       theme=None)
+pandas_settled(lambda: intro_box.plotly_chart(intro_fig, config=modebar_config(intro.NAME),
+                                              key=f"home.chart.{safe_filename(intro.NAME)}", theme=None))
 let_browser_draw(1, key="home.first_paint")  # before torch's import: see bnviz/ui_first_paint.py
 
 from bnviz import figures, ui  # noqa: E402 - torch comes with these; see above

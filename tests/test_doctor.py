@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -225,3 +226,52 @@ def test_the_fix_for_too_few_values_fits_what_the_layer_averages_over(tmp_path):
     small_batch = _record(tmp_path / "bn", _mlp(), _data(20, 4, seed=12))
     [bn] = [f for f in diagnose(small_batch) if f.check == "few_values" and f.layer == "1"]
     assert bn.severity == "warning" and "Use larger batches" in bn.fix
+
+
+class PerSampleNorms(nn.Module):
+    """A LayerNorm, a GroupNorm and a BatchNorm without running statistics: none keeps any."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(12, 32)
+        self.ln = nn.LayerNorm(32)
+        self.gn = nn.GroupNorm(4, 32)
+        self.bn = nn.BatchNorm1d(32, track_running_stats=False)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.gn(self.ln(self.inp(x))))))
+
+
+def test_checks_of_running_statistics_say_they_do_not_apply_to_a_layer_that_keeps_none(tmp_path):
+    torch.manual_seed(0)
+    model = PerSampleNorms()
+    run = _record(tmp_path, model, _data(30, 32, seed=13))
+    kinds = {"ln": "LayerNorm normalizes each sample", "gn": "GroupNorm normalizes each sample",
+             "bn": "track_running_stats=False"}
+    findings = {(f.check, f.layer): f for f in diagnose(run)}
+    for name, words in kinds.items():
+        assert getattr(getattr(model, name), "running_mean", None) is None   # torch's own word: it keeps none
+        for check in ("running_vs_batch", "frozen_but_moving", "momentum"):
+            f = findings[(check, name)]
+            assert f.severity == "ok" and f.evidence.startswith("not applicable") and words in f.evidence, (name, f)
+
+
+def test_statistics_that_turn_non_finite_are_left_to_that_check_not_judged_at_an_older_step(tmp_path):
+    """From step 25 on, an inf in the input makes the first BN's running variance inf for good: the
+    non-finite check is the problem; the running-vs-batch check does not report a gap of a step long
+    before it."""
+    batches = _data(60, 32, seed=3)
+    for i in range(25, 60):
+        x, y = batches[i]
+        x = x.clone()
+        x[0, 0] = math.inf
+        batches[i] = (x, y)
+    run = _record(tmp_path, _mlp(), batches, lr=0.0)
+    steps, _, rvar = run.running_stats("1")
+    first_bad = int(steps[np.flatnonzero(~np.isfinite(rvar).all(1))[0]])
+    assert first_bad > 0 and not np.isfinite(rvar[-1]).all()            # the recorded buffers, the oracle
+    findings = {(f.check, f.layer): f for f in diagnose(run)}
+    assert findings[("nonfinite", "1")].severity == "problem"
+    gap = findings[("running_vs_batch", "1")]
+    assert gap.severity == "ok" and f"not finite from step {first_bad} on" in gap.evidence, gap.evidence

@@ -188,6 +188,50 @@ def test_a_page_has_pandas_fully_imported_before_it_builds_a_figure():
     assert done.stdout.strip().endswith("True")
 
 
+_RACE = """
+import json, sys, threading, time
+import numpy, plotly.graph_objects
+from bnviz.export import pandas_settled
+from bnviz.figures import intro
+guarded = sys.argv[1] == "guarded"
+importing = threading.Thread(target=lambda: __import__("pandas"))   # another session's page, ~0.3 s
+errors = built = 0
+importing.start()
+while importing.is_alive() or not built:
+    try:
+        fig = pandas_settled(intro.standardization_figure) if guarded else intro.standardization_figure()
+        fig.to_json()
+        built += 1
+    except AttributeError as exc:
+        errors += "partially initialized module 'pandas'" in str(exc)
+    time.sleep(0.002)   # a page's pace, not a loop that holds the GIL and starves the import
+importing.join()
+print(json.dumps({"errors": errors, "built": built}))
+"""
+
+
+def test_the_home_pages_first_chart_never_meets_a_half_imported_pandas():
+    """The home page builds its first chart before it imports pandas (bnviz.ui), to draw it sooner;
+    another session's page can be importing pandas right then. One of 8 sessions started at once
+    (tests/test_load.py) showed the traceback. In a new process, figures are built while another
+    thread imports pandas: bare, some meet it half-imported (the race is real here); through
+    export.pandas_settled, as the page builds and sends it, none does."""
+    import json
+    import subprocess
+    import sys
+
+    def run(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _RACE, mode], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    bare = [run("bare") for _ in range(2)]
+    assert sum(r["errors"] for r in bare) > 0, bare
+    guarded = [run("guarded") for _ in range(2)]
+    assert all(r["errors"] == 0 and r["built"] > 0 for r in guarded), guarded
+
+
 # ----- in a real browser ----------------------------------------------------------------------------------------
 def _idle(page) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", state="attached",
