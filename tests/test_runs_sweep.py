@@ -33,7 +33,7 @@ from torch import nn
 
 import bnviz
 from bnviz.figures import runs as figs
-from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, start_server, stop_server
+from conftest import ARTIFACTS, ROOT, start_server, stop_server
 from test_figures_runs import batches, mlp, record, values
 
 PAGE = str(ROOT / "pages" / "10_Your_runs.py")
@@ -168,14 +168,14 @@ def test_bnviz_runs_of_a_file_says_it_is_not_a_folder(tmp_path):
 
 # ----- in a browser --------------------------------------------------------------------------------
 @pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        pg = browser.new_context(viewport={"width": 1400, "height": 4000}).new_page()
-        pg.set_default_timeout(90_000)
-        yield pg
-        browser.close()
+def browser_page(browser):
+    """A tall page in the session's browser (conftest): a second Playwright in one process fails
+    ("Sync API inside the asyncio loop") once another browser test has started the first."""
+    context = browser.new_context(viewport={"width": 1400, "height": 4000})
+    pg = context.new_page()
+    pg.set_default_timeout(90_000)
+    yield pg
+    context.close()
 
 
 @pytest.mark.browser

@@ -121,3 +121,27 @@ def test_a_unit_that_never_varies_has_no_ratio_and_the_others_keep_theirs():
     z = run.dataset.x_train.double().numpy() @ model.blocks[0].weight.weight.detach().double().numpy().T
     expected = theory.dropout_train_variance(z.mean(0), z.var(0), 0.5)[others] / z.var(0)[others]
     np.testing.assert_allclose(first.theory_ratio[others], expected, rtol=1e-6)
+
+
+def test_the_unit_scatter_explains_a_layer_with_no_ratio_to_draw_and_draws_the_others():
+    """Found by the page fuzzer (seed 659, Linear-ReLU-dropout-BN): every unit dead in eval mode made
+    the figure raise numpy's "zero-size array to reduction operation minimum". Units that vary, with
+    finite variances, are drawn; none left: the figure says why instead of failing."""
+    from bnviz.experiments.variance_shift import LayerShift
+    from bnviz.figures.dropout import unit_scatter
+
+    train = np.array([1.0, 2.0, 0.5, np.nan])
+    evals = np.array([0.5, 0.0, 0.25, 1.0])
+    theory = np.array([2.1, 1.0, 1.9, 2.0])
+    fig = unit_scatter(LayerShift(layer=0, name="BN 1", train_var=train, eval_var=evals, theory_ratio=theory,
+                                  theory="1/p"))
+    points = next(t for t in fig.data if t.mode == "markers")
+    np.testing.assert_allclose(points.y, [2.0, 2.0])                    # units 0 and 2: 1/0.5, 0.5/0.25
+    np.testing.assert_allclose(points.x, [2.1, 1.9])
+    for dead in (np.zeros(4), np.full(4, np.nan)):
+        fig = unit_scatter(LayerShift(layer=0, name="BN 1", train_var=train, eval_var=dead, theory_ratio=theory,
+                                      theory="1/p"))
+        assert not fig.data and "no ratio to draw" in fig.layout.annotations[0].text
+        fig = unit_scatter(LayerShift(layer=0, name="BN 1", train_var=train, eval_var=dead, theory_ratio=None,
+                                      theory="no closed form"))
+        assert not fig.data and "no ratio to draw" in fig.layout.annotations[0].text

@@ -63,9 +63,19 @@ def ratio_vs_keep(keeps: Sequence[float], shifts: Sequence[Sequence[LayerShift]]
 def unit_scatter(shift: LayerShift) -> go.Figure:
     """One point per unit: measured ratio against the closed form."""
     fig = go.Figure()
-    keep = shift.eval_var > 0
-    measured = shift.train_var[keep] / shift.eval_var[keep]
+    # A ratio needs a unit that varies in eval mode (a dead ReLU unit does not) and finite
+    # variances (a diverged run has none).
+    keep = (shift.eval_var > 0) & np.isfinite(shift.eval_var) & np.isfinite(shift.train_var)
     if shift.theory_ratio is not None:
+        keep &= np.isfinite(shift.theory_ratio)
+    measured = shift.train_var[keep] / shift.eval_var[keep]
+    if not keep.any():
+        fig.add_annotation(text=f"No unit of {shift.name} has a finite, nonzero variance in eval mode<br>"
+                                "(every unit dead, or the run diverged): there is no ratio to draw.",
+                           x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    elif shift.theory_ratio is not None:
         theory = shift.theory_ratio[keep]
         lo, hi = float(min(measured.min(), theory.min())), float(max(measured.max(), theory.max()))
         fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="measured = theory",
