@@ -71,17 +71,21 @@ def _ok(check: str, layer: str | None, evidence: str) -> Finding:
     return Finding(check, layer, "ok", CHECKS[check], evidence, "")
 
 
-_FAMILY_NAMES = {"layer": "LayerNorm", "rms": "RMSNorm", "group": "GroupNorm", "instance": "InstanceNorm"}
+# How a normalization layer without running statistics normalizes, by family (LayerInfo.family).
+OWN_STATISTICS = {
+    "batch": "was built with track_running_stats=False: it normalizes with the statistics of the batch it is "
+             "given, in eval mode too (so eval-mode outputs depend on the batch)",
+    "layer": "normalizes each sample over its own features, in eval mode as in training",
+    "rms": "scales each sample by the root mean square of its own features, in eval mode as in training",
+    "group": "normalizes each sample over groups of its own channels, in eval mode as in training",
+    "instance": "normalizes each sample and channel over its own positions, in eval mode as in training",
+}
 
 
 def _no_running_statistics(info: Any) -> str:
     """Why a check of running statistics does not apply to the layer ``info``, which keeps none."""
-    if info.family == "batch":
-        return ("not applicable: this BatchNorm keeps no running statistics (track_running_stats=False), so eval "
-                "mode normalizes with each batch's own statistics too")
-    kind = _FAMILY_NAMES.get(info.family, "this layer")
-    return (f"not applicable: {kind} normalizes each sample by its own statistics, in training and in eval mode "
-            "alike, and keeps no running statistics")
+    how = OWN_STATISTICS.get(info.family, "normalizes with statistics of its own input")
+    return f"not applicable: {info.kind} {how}; it keeps no running statistics"
 
 
 def check_running_vs_batch(run: Any, info: Any) -> Finding:

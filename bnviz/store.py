@@ -882,8 +882,12 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _run_name(file: Path, root: Path) -> str:
+    return file.parent.relative_to(root).as_posix()
+
+
 def _summary(file: Path, root: Path) -> RunSummary:
-    name = file.parent.relative_to(root).as_posix()
+    name = _run_name(file, root)
     try:
         if not _inside(file.resolve(), root.resolve()):
             raise RunFileError(f"{file} links to {file.resolve()}, outside {root}")
@@ -906,6 +910,20 @@ def list_runs(root: str | os.PathLike) -> list[RunSummary]:
     symlinked folders are not followed), newest first. A run that cannot be read is listed with
     its error instead of raising."""
     root = Path(root)
+    return sorted((_summary(f, root) for f in _run_files(root)), key=lambda r: (-r.updated, r.name))
+
+
+def run_names(root: str | os.PathLike) -> tuple[str, ...]:
+    """The names :func:`list_runs` gives the runs under ``root``, sorted, found without opening a
+    run file: what a page open on the folder compares every few seconds to notice a run that
+    started there, or one deleted or renamed."""
+    root = Path(root)
+    return tuple(sorted(_run_name(f, root) for f in _run_files(root)))
+
+
+def _run_files(root: Path) -> list[Path]:
+    """The run files under ``root``: its own and those of folders up to ``MAX_DEPTH`` levels
+    below, symlinked folders not followed."""
     files: list[Path] = []
 
     def walk(folder: Path, depth: int) -> None:
@@ -922,7 +940,7 @@ def list_runs(root: str | os.PathLike) -> list[RunSummary]:
                 walk(Path(entry.path), depth + 1)
 
     walk(root, 0)
-    return sorted((_summary(f, root) for f in files), key=lambda r: (-r.updated, r.name))
+    return files
 
 
 def resolve_run(root: str | os.PathLike, name: str) -> Path:

@@ -15,9 +15,7 @@ the run's next commit. Checking a live run for news (:func:`progress`) reads its
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +27,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import store
-from ..doctor import CHECKS, Finding, diagnose
+from ..doctor import CHECKS, OWN_STATISTICS, Finding, diagnose
 from ..figures import activations as act_figs
 from ..figures import runs as figs
 from ..record import TAP_LABELS, History, LayerInfo, NormStats, Snapshot, Thinned
@@ -64,20 +62,9 @@ def list_runs(root: Path) -> list[store.RunSummary]:
 
 
 def run_names(root: Path) -> tuple[str, ...]:
-    """The names of the runs under ``root`` as :func:`bnviz.store.list_runs` names them, sorted,
-    found without opening a run file: what a page open on the folder compares every few seconds
-    to notice a run that started (a new folder with a run file), or one deleted or renamed."""
-    found, level = [], [root]
-    for depth in range(store.MAX_DEPTH + 1):
-        below = []
-        for folder in level:
-            if (folder / store.RUN_FILE).is_file():
-                found.append(folder.relative_to(root).as_posix())
-            if depth < store.MAX_DEPTH:
-                with contextlib.suppress(OSError):
-                    below += [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
-        level = below
-    return tuple(sorted(found))
+    """The names of the runs under ``root``, sorted (:func:`bnviz.store.run_names`: the listing's
+    walk, without opening a run file)."""
+    return store.run_names(root)
 
 
 def age(updated: float, now: float | None = None) -> str:
@@ -294,17 +281,6 @@ def no_steps_note(data: RunData) -> str:
             "not recorded.")
 
 
-# How a normalization module without running statistics normalizes, by family (LayerInfo.family).
-_OWN_STATISTICS = {
-    "batch": "was built with track_running_stats=False: it normalizes with the statistics of the batch it is "
-             "given, in eval mode too (so eval-mode outputs depend on the batch)",
-    "layer": "normalizes each sample over its own features, in eval mode as in training",
-    "rms": "scales each sample by the root mean square of its own features, in eval mode as in training",
-    "group": "normalizes each sample over groups of its own channels, in eval mode as in training",
-    "instance": "normalizes each sample and channel over its own positions, in eval mode as in training",
-}
-
-
 def running_note(data: RunData, layer: int) -> str | None:
     """Why the layer has no running statistics to compare, if it has none (LayerNorm, GroupNorm,
     InstanceNorm, RMSNorm, BatchNorm with track_running_stats=False); None for a layer that keeps
@@ -312,7 +288,7 @@ def running_note(data: RunData, layer: int) -> str | None:
     info = data.layers[layer]
     if info.family is None or info.tracks_running_stats:
         return None
-    how = _OWN_STATISTICS.get(info.family, "normalizes with statistics of its own input")
+    how = OWN_STATISTICS.get(info.family, "normalizes with statistics of its own input")
     reference = ("" if info.family == "batch" else " The batch statistics below (each channel's mean and variance "
                  "over the batch) are for reference: they are not what this layer normalizes with.")
     return (f"Layer {info.name} ({info.kind}) keeps no running statistics: it {how}. Eval mode has no running "
